@@ -1,0 +1,53 @@
+"""Network Slimming channel selection (Liu et al., ICCV 2017, https://arxiv.org/abs/1708.06519; decision D8).
+
+The parent is trained with an L1 penalty on every BN scale factor (``TrainConfig.bn_l1``). One global threshold
+over the prunable channels' ``|gamma|`` removes the requested share of them. A coupled channel group
+(``mtlx_core.prune.groups``) is rated by the largest ``|gamma|`` among the BNs that write it, since removing the
+channel silences all of them; the attention masks' last BN is not a rating source. Every group keeps at least
+its best channel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from mtlx_core.prune.channels import ChannelPlan
+
+logger = logging.getLogger(__name__)
+
+
+def bn_scores(model: nn.Module, plan: ChannelPlan) -> dict[str, torch.Tensor]:
+    """``{group: max |gamma| over the group's rating BNs}`` of every prunable group that has a BN."""
+    modules = dict(model.named_modules())
+    return {g.name: torch.stack([modules[b].weight.detach().abs().float().cpu() for b in g.bn_sources]).amax(0)
+            for g in plan.prunable("bn")}
+
+
+def netslim_keep(model: nn.Module, plan: ChannelPlan, ratio: float) -> dict[str, torch.Tensor]:
+    """Kept channel indices per group after removing the ``ratio`` share with the smallest scale factors."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"Network Slimming ratio must be in (0, 1), got {ratio}")
+    scores = bn_scores(model, plan)
+    if not scores:
+        raise ValueError("the model has no prunable BatchNorm channel")
+    flat = torch.cat(list(scores.values()))
+    n_remove = int(flat.numel() * ratio)
+    order = torch.argsort(flat, stable=True)
+    removed = torch.zeros(flat.numel(), dtype=torch.bool)
+    removed[order[:n_remove]] = True
+    threshold = float(flat[order[n_remove - 1]]) if n_remove else 0.0
+    keep: dict[str, torch.Tensor] = {}
+    start = 0
+    for name, s in scores.items():
+        gone = removed[start:start + s.numel()]
+        start += s.numel()
+        kept = (~gone).nonzero().flatten()
+        if kept.numel() == 0:  # at least one channel per group survives: its best one
+            kept = s.argmax().view(1)
+        keep[name] = kept
+    logger.info("Network Slimming: threshold |gamma| <= %.4g removes %d of %d channels", threshold, n_remove,
+                flat.numel())
+    return keep

@@ -1,0 +1,97 @@
+"""The ``Task`` contract: one object per task carries its loss, metrics and explanation targets.
+
+Shapes (B = batch):
+- segmentation: prediction ``(B, C, H, W)`` raw logits, target ``(B, H, W)`` long with ``-1`` = ignore
+- depth:        prediction ``(B, 1, H, W)``, target ``(B, 1, H, W)`` with ``0`` = invalid
+- normals:      prediction ``(B, 3, H, W)`` unit vectors, target ``(B, 3, H, W)`` with all-zero = invalid
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class ExplanationTarget:
+    """One thing to explain in one image: a pixel set fixed from the clean prediction (decision D15).
+
+    ``target_id`` is stable across images and models (class index, depth bin 0-4, octant 0-7) and
+    ``name`` is what the app shows (``"wall"``, ``"bin 2 [0.4, 0.6)"``, ``"(+,-,+)"``).
+    ``rule`` records how the set was chosen (``"class"``, ``"equal_width"``, ``"empirical_quantile"``,
+    ``"octant"``); ``edges`` holds a depth bin's edges in predicted depth units (empty otherwise).
+    """
+
+    task: str
+    target_id: int
+    name: str
+    mask: torch.Tensor  # (H, W) bool
+    rule: str
+    edges: tuple[float, ...] = ()
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.mask.sum())
+
+
+class MetricAccumulator(ABC):
+    """Pools a task's metrics over every pixel of a split (decision D22)."""
+
+    @abstractmethod
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch of predictions and ground truth."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Metrics over everything added so far."""
+
+
+class Task(ABC):
+    """A task of a multi-task network."""
+
+    name: ClassVar[str]
+    #: metric name -> True when higher is better
+    higher_is_better: ClassVar[dict[str, bool]]
+    #: the metric reported first (summary tables, accuracy-vs-sparsity plots)
+    primary_metric: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def out_channels(self) -> int:
+        """Channels of the model's prediction for this task."""
+
+    @abstractmethod
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss of a batch (MTAN's losses)."""
+
+    @abstractmethod
+    def new_metric(self) -> MetricAccumulator:
+        """A fresh accumulator of this task's metrics."""
+
+    # --- explanations (decisions D12-D17); implemented by every concrete task --------------------------
+
+    def explanation_targets(self, pred: torch.Tensor) -> list[ExplanationTarget]:
+        """Targets of one image from its clean prediction ``(C, H, W)``; empty pixel sets are skipped."""
+        raise NotImplementedError(f"{type(self).__name__} has no explanation targets")
+
+    def gradcam_objective(self, pred: torch.Tensor, target: ExplanationTarget) -> torch.Tensor:
+        """Differentiable scalar that Grad-CAM explains, from one image's prediction ``(C, H, W)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no Grad-CAM objective")
+
+    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                    target_ids: torch.Tensor) -> torch.Tensor:
+        """IROF task scalar per row (D17): ``pred``/``clean`` ``(R, C, H, W)``, ``masks`` ``(R, H, W)`` bool,
+        ``target_ids`` ``(R,)`` long -> ``(R,)``; NaN where a mask is empty."""
+        raise NotImplementedError(f"{type(self).__name__} has no IROF scalar")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, out_channels={self.out_channels})"
+
+
+def masked_mean(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` ``(R, H, W)`` over each row's ``masks`` ``(R, H, W)``; NaN for an empty mask."""
+    m = masks.to(values.dtype)
+    return (values * m).sum(dim=(-2, -1)) / m.sum(dim=(-2, -1))

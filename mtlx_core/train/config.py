@@ -1,0 +1,121 @@
+"""Training configuration (a frozen dataclass saved with every run) and the presets of Table 1."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run. ``run_id`` derives from it, so a re-run resumes."""
+
+    preset: str
+    dataset: str  # key of mtlx_core.data.layout.DATASETS
+    data_root: str
+    tasks: tuple[str, ...]
+    arch: str
+    width: float = 1.0
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    weighting: str = "equal"  # key of mtlx_core.weighting.WEIGHTINGS
+    weighting_kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_step: int | None = None  # halve (lr_gamma) every lr_step iterations; None = constant
+    lr_gamma: float = 0.5
+    batch_size: int = 8
+    iterations: int = 1000
+    augment: bool = False
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 0  # 0 = only at the end
+    checkpoint_every: int = 100
+    num_workers: int = 0
+    grad_clip: float | None = None
+    bn_l1: float = 0.0  # Network Slimming sparsity training: s * sign(gamma) added to every BN weight's gradient
+    synth: dict[str, int] | None = None  # demo presets: how to generate the data when missing
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        return cls(**{**d, "tasks": tuple(d["tasks"])})
+
+    def fingerprint(self) -> str:
+        """Hash of what changes the trained weights (device, eval and checkpoint cadence excluded)."""
+        d = self.to_dict()
+        for k in ("device", "eval_every", "checkpoint_every", "num_workers"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def run_id(self) -> str:
+        return f"{self.preset}-{self.fingerprint()}"
+
+
+DEMO_DATA = "data_cache/synth"
+DEMO_SYNTH = {"n_train": 320, "n_val": 32, "height": 96, "width": 128, "seed": 0}
+
+PRESETS: dict[str, TrainConfig] = {
+    # Paper scale (Appendix A of the study).
+    "nyuv2_deeplab": TrainConfig(
+        preset="nyuv2_deeplab", dataset="nyuv2", data_root="data/nyuv2", tasks=("segmentation", "normals"),
+        arch="deeplab_resnet34", lr=1e-3, lr_step=4000, batch_size=32, iterations=20_000, augment=False,
+        eval_every=2000, checkpoint_every=500, num_workers=4),
+    "cityscapes_segnet_mtan_famo": TrainConfig(
+        preset="cityscapes_segnet_mtan_famo", dataset="cityscapes", data_root="data/cityscapes",
+        tasks=("segmentation", "depth"), arch="segnet_mtan", weighting="famo",
+        weighting_kwargs={"gamma": 0.01, "w_lr": 0.025}, lr=1e-4, batch_size=8, iterations=36_400, augment=True,
+        bn_l1=1e-4,
+        eval_every=3640, checkpoint_every=500, num_workers=4),
+    "nyuv2_segnet_mtan": TrainConfig(
+        preset="nyuv2_segnet_mtan", dataset="nyuv2", data_root="data/nyuv2",
+        tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", lr=1e-4, lr_step=72_500, batch_size=2,
+        iterations=145_000, augment=True, eval_every=14_500, checkpoint_every=1000, num_workers=4),
+    # Demo scale: the same three rows on the synthetic rooms, sized for a 2-core CPU.
+    "demo_deeplab": TrainConfig(
+        preset="demo_deeplab", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "normals"),
+        arch="deeplab_resnet34", width=0.25, arch_kwargs={"head_hidden": 64}, lr=1e-3, lr_step=150,
+        batch_size=8, iterations=300, augment=False, checkpoint_every=50, synth=DEMO_SYNTH),
+    "demo_segnet_mtan_famo": TrainConfig(
+        preset="demo_segnet_mtan_famo", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "depth"),
+        arch="segnet_mtan", width=0.25, weighting="famo", weighting_kwargs={"gamma": 0.01, "w_lr": 0.025},
+        bn_l1=1e-4, lr=1e-3, batch_size=8, iterations=300, augment=True, checkpoint_every=50, synth=DEMO_SYNTH),
+    "demo_segnet_mtan": TrainConfig(
+        preset="demo_segnet_mtan", dataset="synth", data_root=DEMO_DATA,
+        tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", width=0.25, lr=1e-3, lr_step=150,
+        batch_size=8, iterations=300, augment=True, checkpoint_every=50, synth=DEMO_SYNTH),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+
+
+def resolve_config(preset: str, **overrides: Any) -> TrainConfig:
+    """A preset with the given overrides (``None`` values are ignored)."""
+    base = get_preset(preset)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "tasks" in changes:
+        changes["tasks"] = tuple(changes["tasks"])
+    cfg = dataclasses.replace(base, **changes)
+    for name in ("iterations", "batch_size", "checkpoint_every"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.width <= 0:
+        raise ValueError(f"width must be positive, got {cfg.width}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be positive, got {cfg.lr}")
+    return cfg

@@ -1,0 +1,220 @@
+"""The training loop: deterministic batches, equal/FAMO weighting, resumable checkpoints, run folders."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mtlx_core.data.dataset import DatasetError, MTLDataset
+from mtlx_core.data.layout import get_dataset_spec
+from mtlx_core.runs import (
+    CONFIG_FILE,
+    DEFAULT_MODELS_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    RunError,
+    atomic_torch_save,
+    atomic_write_json,
+    is_complete,
+    read_json,
+    run_dir,
+    safe_torch_load,
+)
+from mtlx_core.tasks import Task, build_tasks
+from mtlx_core.train.batches import training_batches
+from mtlx_core.train.config import TrainConfig
+from mtlx_core.train.evaluate import compare_to_baselines, evaluate, evaluate_trivial, fit_trivial_predictors
+from mtlx_core.version import code_version
+from mtlx_core.weighting import Weighting, build_weighting
+
+logger = logging.getLogger(__name__)
+
+
+class TrainCallback(Protocol):
+    """Hooks used by pruning: BN L1 penalties after backward, re-applying masks after each step."""
+
+    def after_backward(self, model: nn.Module, iteration: int) -> None: ...
+    def after_step(self, model: nn.Module, iteration: int) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    path: Path
+    metrics: dict[str, Any]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    return dev
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[MTLDataset, MTLDataset]:
+    """The train and val splits; demo presets render the synthetic rooms when they are missing."""
+    root = Path(cfg.data_root)
+    if cfg.synth is not None and not root.exists():
+        from mtlx_core.data.synth import generate_synth
+
+        logger.info("synthetic data missing at %s: generating it", root)
+        generate_synth(root, **cfg.synth)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} does not exist: expected the {cfg.dataset} dataset in the MTAN "
+                           f"layout there (convert it with `python -m mtlx_core.data`, or pass --data)")
+    spec = get_dataset_spec(cfg.dataset)
+    augment = None
+    if cfg.augment:
+        from mtlx_core.data.augment import JointAugment
+
+        augment = JointAugment(spec.depth_kind)
+    train = MTLDataset(root, spec, "train", cfg.tasks)
+    val = MTLDataset(root, spec, "val", cfg.tasks)
+    train.seeded_augment = augment  # type: ignore[attr-defined]
+    return train, val
+
+
+def add_bn_l1(model: nn.Module, s: float) -> None:
+    """Sub-gradient of ``s * sum|gamma|`` over every BatchNorm scale (Network Slimming, D8)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=s)
+
+
+def build_for(cfg: TrainConfig, tasks: dict[str, Task]) -> nn.Module:
+    from mtlx_core.models import build_model
+
+    return build_model(cfg.arch, {n: t.out_channels for n, t in tasks.items()}, cfg.width, **cfg.arch_kwargs)
+
+
+def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, model: nn.Module | None = None,
+          callbacks: Sequence[TrainCallback] = (), run_id: str | None = None,
+          extra_config: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+    """Train (or resume, or return the finished run) and save ``models_dir/<run_id>/``."""
+    run_id = run_id or cfg.run_id()
+    path = run_dir(run_id, models_dir)
+    if is_complete(path):
+        logger.info("run %s is already complete in %s", run_id, path)
+        return TrainResult(run_id, path, read_json(path / METRICS_FILE))
+    device = resolve_device(cfg.device)
+    train_ds, val_ds = prepare_data(cfg)
+    tasks = build_tasks(train_ds.spec, cfg.tasks)
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = build_for(cfg, tasks)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = cfg.lr_step or cfg.iterations + 1
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=cfg.lr_gamma)
+    weighting = build_weighting(cfg.weighting, list(tasks), **cfg.weighting_kwargs)
+    config = {"run_id": run_id, "kind": "train", "train": cfg.to_dict(), "tasks": list(tasks),
+              "dataset": cfg.dataset, "architecture": dict(model.arch_config), "code_version": code_version(),
+              "seed": cfg.seed, **(extra_config or {})}
+    start, elapsed = 0, 0.0
+    if (path / STATE_FILE).is_file():
+        state = safe_torch_load(path / STATE_FILE)
+        if state.get("fingerprint") != cfg.fingerprint():
+            raise RunError(f"{path / STATE_FILE} belongs to a different configuration; delete {path} to retrain")
+        from mtlx_core.models.surgery import resize_to_state_dict
+
+        model = resize_to_state_dict(model, state["model"]).to(device)
+        model.load_state_dict(state["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt.load_state_dict(state["optimizer"])
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=cfg.lr_gamma)
+        sched.load_state_dict(state["scheduler"])
+        weighting.load_state_dict(state["weighting"])
+        for cb, cb_state in zip(callbacks, state.get("callbacks", []), strict=False):
+            cb.load_state_dict(cb_state)
+        torch.set_rng_state(state["rng"])
+        start, elapsed = int(state["iteration"]), float(state.get("elapsed", 0.0))
+        logger.info("resuming %s from iteration %d", run_id, start)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / CONFIG_FILE, config)
+
+    def save_state(iteration: int) -> None:
+        atomic_torch_save(path / STATE_FILE, {
+            "fingerprint": cfg.fingerprint(), "iteration": iteration, "elapsed": elapsed,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "weighting": weighting.state_dict(), "callbacks": [cb.state_dict() for cb in callbacks],
+            "rng": torch.get_rng_state()})
+
+    loader = training_batches(train_ds, cfg.batch_size, cfg.seed, start, cfg.iterations,
+                              getattr(train_ds, "seeded_augment", None), cfg.num_workers)
+    bar = tqdm(loader, total=cfg.iterations, initial=start, desc=run_id, disable=not progress, unit="it",
+               dynamic_ncols=True)
+    needs_update = type(weighting).update is not Weighting.update  # FAMO re-forwards the batch
+    model.train()
+    t0, it = time.perf_counter(), start
+    for it, batch in enumerate(bar, start=start):
+        x = batch["image"].to(device, non_blocking=True)
+        gts = {n: batch[n].to(device, non_blocking=True) for n in tasks}
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        losses = torch.stack([tasks[n].loss(out[n], gts[n]) for n in tasks])
+        total = weighting.backward(losses)
+        if cfg.bn_l1:
+            add_bn_l1(model, cfg.bn_l1)
+        for cb in callbacks:
+            cb.after_backward(model, it)
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        for cb in callbacks:
+            cb.after_step(model, it)
+        if needs_update:
+            with torch.no_grad():
+                out = model(x)
+                weighting.update(torch.stack([tasks[n].loss(out[n], gts[n]) for n in tasks]))
+        sched.step()
+        per_task = {n[:3]: f"{float(v):.3f}" for n, v in zip(tasks, losses.detach(), strict=True)}
+        bar.set_postfix(loss=f"{float(total):.3f}", **per_task)
+        done = it + 1
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
+            logger.info("iteration %d validation: %s", done, evaluate(model, val_ds, tasks, device=device))
+            model.train()
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            elapsed += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save_state(done)
+    bar.close()
+    elapsed += time.perf_counter() - t0
+    return _finish(cfg, model, tasks, train_ds, val_ds, path, run_id, elapsed, device)
+
+
+def _finish(cfg: TrainConfig, model: nn.Module, tasks: dict[str, Task], train_ds: MTLDataset,
+            val_ds: MTLDataset, path: Path, run_id: str, elapsed: float,
+            device: torch.device) -> TrainResult:
+    model.eval()
+    metrics = evaluate(model, val_ds, tasks, device=device)
+    trivial = fit_trivial_predictors(train_ds)
+    baselines = evaluate_trivial(trivial, val_ds, tasks)
+    rows = compare_to_baselines(metrics, baselines)
+    for r in rows:
+        logger.info("%-12s %-12s model %.4f vs trivial %.4f: ratio %.3f (target %s) %s", r["task"], r["metric"],
+                    r["model"], r["trivial"], r["ratio"], r["target"], "OK" if r["met"] else "NOT MET")
+    n_images = cfg.iterations * cfg.batch_size
+    result = {"metrics": metrics, "baselines": baselines, "comparison": rows, "iterations": cfg.iterations,
+              "train_seconds": elapsed, "images_per_second": n_images / max(elapsed, 1e-9), "images_seen": n_images,
+              "code_version": code_version()}
+    atomic_torch_save(path / MODEL_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    atomic_write_json(path / METRICS_FILE, result)
+    (path / STATE_FILE).unlink(missing_ok=True)
+    logger.info("run %s saved in %s (%.1f s of training)", run_id, path, elapsed)
+    return TrainResult(run_id, path, result)
