@@ -105,10 +105,13 @@ def _place(r: random.Random, taken: list[tuple[float, float, float]], radius: fl
 
 
 def _camera(r: random.Random, size: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Camera centre near the z = -Z/2 wall, looking roughly along +z: random yaw, downward pitch, small roll."""
+    """Camera centre near the z = -Z/2 wall, looking roughly along +z: random yaw, downward pitch, small roll.
+
+    The ranges are those of a person holding a camera at chest height (like NYUv2's Kinect sweeps); they are
+    kept moderate so that geometry is learnable by the CPU-sized demo models in a couple of minutes."""
     X, _, Z = size
-    origin = np.array([r.uniform(-0.3, 0.3) * X, r.uniform(1.0, 1.7), -Z / 2 + r.uniform(0.3, 1.0)])
-    yaw, pitch, roll = r.uniform(-0.6, 0.6), r.uniform(0.02, 0.5), r.uniform(-0.05, 0.05)
+    origin = np.array([r.uniform(-0.25, 0.25) * X, r.uniform(1.3, 1.5), -Z / 2 + r.uniform(0.3, 0.8)])
+    yaw, pitch, roll = r.uniform(-0.35, 0.35), r.uniform(0.12, 0.3), r.uniform(-0.04, 0.04)
     cp, sp = math.cos(pitch), math.sin(pitch)
     right, down, fwd = np.array([1.0, 0, 0]), np.array([0, -cp, -sp]), np.array([0, -sp, cp])
     right, down = math.cos(roll) * right + math.sin(roll) * down, -math.sin(roll) * right + math.cos(roll) * down
@@ -169,7 +172,7 @@ def _openings(r: random.Random, size: tuple) -> tuple[list, list]:
 def sample_scene(rng: np.random.Generator) -> Scene:
     """Draw a random room, camera pose, light, objects, windows and pictures."""
     r = random.Random(int(rng.integers(2**63)))
-    size = (r.uniform(3.5, 6.5), r.uniform(2.5, 3.2), r.uniform(4.0, 7.5))
+    size = (r.uniform(4.0, 6.0), r.uniform(2.6, 3.0), r.uniform(4.5, 6.5))
     X, Y, Z = size
     origin, cam_to_world = _camera(r, size)
     taken: list[tuple[float, float, float]] = [(origin[0], origin[2], 0.5)]  # keep objects off the camera

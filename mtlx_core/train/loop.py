@@ -97,6 +97,21 @@ def add_bn_l1(model: nn.Module, s: float) -> None:
             m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=s)
 
 
+def init_depth_bias(model: nn.Module, train_ds: MTLDataset) -> None:
+    """Set the bias of the depth head's output convolution(s) so the initial prediction is the training
+    split's mean valid depth (summed ASPP branches share it). Without it, Adam needs thousands of steps to
+    move a zero-initialised output to metres, which dominates short CPU-sized runs."""
+    from mtlx_core.train.evaluate import fit_trivial_predictors
+
+    mean = float(fit_trivial_predictors(train_ds, max_frames=64)["depth"])
+    outs = [m for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1
+            and "depth" in name.split(".") and m.bias is not None]
+    with torch.no_grad():
+        for conv in outs:
+            conv.bias.fill_(mean / len(outs))
+    logger.info("depth output bias initialised to the mean training depth %.3f (%d conv)", mean, len(outs))
+
+
 def build_for(cfg: TrainConfig, tasks: dict[str, Task]) -> nn.Module:
     from mtlx_core.models import build_model
 
@@ -118,6 +133,8 @@ def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, mode
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_for(cfg, tasks)
+        if cfg.depth_bias_init and "depth" in tasks:
+            init_depth_bias(model, train_ds)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = cfg.lr_step or cfg.iterations + 1
