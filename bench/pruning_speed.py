@@ -2,13 +2,13 @@
 
     python bench/pruning_speed.py [--threads 1] [--repeats 15]
 
-- Network Slimming at 50-90 % on the demo SegNet-MTAN + FAMO architecture (segmentation + depth, width 0.25).
+- Network Slimming at 50-90 % on the demo SegNet-MTAN + FAMO architecture (preset ``demo_segnet_mtan_famo``).
   The model is randomly initialised and its BN scale factors are drawn from |N(0, 1)| (a stand-in for a
   sparsity-trained model; the threshold is global, so the per-layer shares vary as they would after training);
-- HRank rounds 1-4 (50 / 75 / 87.5 / 93.75 %) on the demo SegNet-MTAN (three tasks), ranks estimated on random
+- HRank rounds 1-4 (50 / 75 / 87.5 / 93.75 %) on the demo SegNet-MTAN (``demo_segnet_mtan``), ranks on random
   images between rounds (no fine-tuning: it does not change the architecture).
 
-Latency: median over ``--repeats`` forward passes at 96 x 128 (the demo input size), batch 1 and 8, under
+Latency: median over ``--repeats`` forward passes at the demo input size, batch 1 and 8, under
 ``torch.inference_mode`` with a fixed thread count; all models of an arm are timed interleaved in one loop so
 that load from other processes hits them alike. The last line reads
 ``netslim70_latency_ratio=X hrank75_latency_ratio=Y`` (dense / pruned, the smaller of the two batch sizes'
@@ -28,16 +28,21 @@ from mtlx_core.models import build_model
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.prune import channel_plan, feature_map_ranks, hrank_keep, netslim_keep, prune_channels
 from mtlx_core.prune.hrank import ROUND_SPARSITIES
+from mtlx_core.train.config import DEMO_SYNTH, PRESETS, TrainConfig
 
-INPUT = (3, 96, 128)
-WIDTH = 0.25
-FAMO_TASKS = {"segmentation": 7, "depth": 1}
-ALL_TASKS = {"segmentation": 7, "depth": 1, "normals": 3}
+INPUT = (3, DEMO_SYNTH["height"], DEMO_SYNTH["width"])
+CLASSES = 7  # synthetic rooms
+
+
+def demo_model(preset: str) -> nn.Module:
+    cfg: TrainConfig = PRESETS[preset]
+    tasks = {t: {"segmentation": CLASSES, "depth": 1, "normals": 3}[t] for t in cfg.tasks}
+    return build_model(cfg.arch, tasks, cfg.width, **cfg.arch_kwargs).eval()
 
 
 def netslim_models(seed: int) -> dict[str, nn.Module]:
     torch.manual_seed(seed)
-    dense = build_model("segnet_mtan", FAMO_TASKS, WIDTH).eval()
+    dense = demo_model("demo_segnet_mtan_famo")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in dense.modules():
@@ -52,7 +57,7 @@ def netslim_models(seed: int) -> dict[str, nn.Module]:
 
 def hrank_models(seed: int, batches: int = 2) -> dict[str, nn.Module]:
     torch.manual_seed(seed)
-    model = build_model("segnet_mtan", ALL_TASKS, WIDTH).eval()
+    model = demo_model("demo_segnet_mtan")
     g = torch.Generator().manual_seed(seed)
     images = [torch.rand(4, *INPUT, generator=g) for _ in range(batches)]
     models = {"dense": model}
@@ -104,9 +109,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"CPU latency at {INPUT[1]}x{INPUT[2]}, {args.threads} thread(s), median of {args.repeats} "
           f"interleaved repeats, torch {torch.__version__}")
-    ns = report("Network Slimming, demo SegNet-MTAN + FAMO (segmentation + depth)", netslim_models(args.seed),
-                args.repeats)
-    hr = report("HRank rounds, demo SegNet-MTAN (three tasks)", hrank_models(args.seed), args.repeats)
+    famo, plain = PRESETS["demo_segnet_mtan_famo"], PRESETS["demo_segnet_mtan"]
+    ns = report(f"Network Slimming, demo_segnet_mtan_famo (width {famo.width:g}, {'+'.join(famo.tasks)})",
+                netslim_models(args.seed), args.repeats)
+    hr = report(f"HRank rounds, demo_segnet_mtan (width {plain.width:g}, {'+'.join(plain.tasks)})",
+                hrank_models(args.seed), args.repeats)
     print(f"netslim70_latency_ratio={ns['netslim70']:.2f} hrank75_latency_ratio={hr['hrank75']:.2f}")
 
 

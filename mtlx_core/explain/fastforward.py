@@ -144,7 +144,8 @@ class FastForward:
         if not s.trim_tasks:
             return self._eager(task)
         try:
-            gm = trace_task(self.model, task, x[:2].contiguous())
+            example = x[:2] if x.shape[0] >= 2 else x[:1].expand(2, *x.shape[1:])
+            gm = trace_task(self.model, task, example.contiguous())  # batch 2: no size-1 specialisation
             probe = x[:3] if x.shape[0] >= 3 else torch.cat([x] * 3)[:3]
             with torch.inference_mode():
                 ok = torch.allclose(gm(probe), self.model(probe)[task], rtol=1e-4, atol=1e-5)
@@ -168,7 +169,7 @@ class FastForward:
         """Bytes of all intermediate tensors of one image's forward (an upper bound of what a chunk needs)."""
         key = (task, int(x.shape[-2]), int(x.shape[-1]))
         if key not in self._fns:
-            self(task, x[:1])
+            self._fns[key] = self._build(task, x[:1])
         return self._act_bytes.get(key, 64 * x[0].numel() * x.element_size())
 
     def __call__(self, task: str, x: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,22 @@ import torch
 FILL_MODES: tuple[str, ...] = ("quantus", "fixed")
 
 
-def segment_order(saliency: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:
-    """Segments by mean saliency, highest first (ties as ``np.argsort``'s default, like Quantus)."""
-    flat = labels.ravel()
-    sums = np.bincount(flat, weights=saliency.astype(np.float64).ravel(), minlength=n_segments)
-    return np.argsort(-(sums / np.bincount(flat, minlength=n_segments)))
+def segment_order(saliency: np.ndarray, labels: np.ndarray, n_segments: int, channels: int = 3) -> np.ndarray:
+    """Segments by mean saliency, highest first, computed exactly as Quantus 0.6.0 does.
+
+    The map is divided by its max |value| in float32, broadcast to the image's channels, and each segment's
+    mean is NumPy's float32 mean of its values; ``np.argsort(-means)`` (default kind) orders them. Segments
+    whose means are equal in exact arithmetic (plateaus of an upsampled map) are thus tied or split exactly
+    as in Quantus, which a float64 mean would not reproduce.
+    """
+    a = saliency.astype(np.float32)
+    if not np.all(a == 0.0):
+        a = np.divide(a, np.max(np.abs(a)))
+    a = np.broadcast_to(a, (channels, *a.shape))
+    means = np.zeros(n_segments)
+    for s in range(n_segments):
+        means[s] = np.mean(a[:, labels == s])
+    return np.argsort(-means)
 
 
 def quantus_fills(image: np.ndarray, labels: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -27,13 +27,20 @@ from mtlx_core.prune.channels import prune_channels, removed_share
 from mtlx_core.prune.groups import channel_plan
 from mtlx_core.prune.masks import MaskCallback, apply_masks, prunable_weights, weight_sparsity
 from mtlx_core.prune.presets import (
-    METHODS, STRUCTURED, SUPPORTED, VARIANTS, PrunePreset, default_preset, find_prune_preset, get_prune_preset,
+    METHODS,
+    STRUCTURED,
+    SUPPORTED,
+    VARIANTS,
+    PrunePreset,
+    default_preset,
+    find_prune_preset,
+    get_prune_preset,
 )
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError, is_complete, load_run, read_json, run_dir
 from mtlx_core.tasks import build_tasks
 from mtlx_core.train.batches import training_batches
 from mtlx_core.train.config import TrainConfig
-from mtlx_core.train.loop import TrainResult, build_for, prepare_data, resolve_device, train
+from mtlx_core.train.loop import TrainResult, build_for, init_depth_bias, prepare_data, resolve_device, train
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +87,10 @@ def _prune_disparse(parent: Any, cfg: TrainConfig, variant: str, sparsity: float
                     ) -> tuple[nn.Module, list[Any], dict[str, Any]]:
     if variant == "static":  # the dense run's own initialisation, re-created from its seed
         tasks = build_tasks(train_ds.spec, cfg.tasks)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # exactly as train() builds it
         model = build_for(cfg, tasks)
+        if cfg.depth_bias_init and "depth" in tasks:
+            init_depth_bias(model, train_ds)
         torch.manual_seed(cfg.seed)  # dropout during scoring
         scores = disparse.snip_scores(model, _batches(cfg, train_ds, preset.score_batches), tasks, device)
     else:
@@ -96,7 +105,7 @@ def _prune_disparse(parent: Any, cfg: TrainConfig, variant: str, sparsity: float
             "param_sparsity": zeros / total, "macs_before": count_macs(model, input_shape),
             "macs_after": count_macs(model, input_shape), "input_shape": list(input_shape),
             "macs_note": "unstructured: zeroed weights are still computed", "score_batches": preset.score_batches,
-            "pruned_weights": len(prunable_weights(model))}
+            "pruned_tensors": len(prunable_weights(model))}
     return model, [MaskCallback(masks)], info
 
 
@@ -138,7 +147,8 @@ def _finetune_config(parent_cfg: TrainConfig, preset: PrunePreset, iterations: i
         if iterations <= 0:
             raise ValueError(f"--finetune-iters must be positive, got {iterations}")
         changes["iterations"] = iterations
-        changes["checkpoint_every"] = min(changes.get("checkpoint_every", parent_cfg.checkpoint_every), iterations)
+        every = changes.get("checkpoint_every", parent_cfg.checkpoint_every)
+        changes["checkpoint_every"] = min(every, max(1, iterations // 2))
     if device is not None:
         changes["device"] = device
     return dataclasses.replace(parent_cfg, **changes)
@@ -157,6 +167,8 @@ def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | No
     if parent_config.get("kind", "train") != "train":
         raise RunError(f"run {parent_id!r} is a {parent_config.get('kind')} run: prune a dense training run "
                        f"(HRank chains its rounds itself)")
+    if not isinstance(parent_config.get("train"), dict) or "architecture" not in parent_config:
+        raise RunError(f"{parent_path / 'config.json'} has no 'train' / 'architecture' entry")
     parent_cfg = TrainConfig.from_dict(parent_config["train"])
     if data_root is not None:
         parent_cfg = dataclasses.replace(parent_cfg, data_root=str(data_root))

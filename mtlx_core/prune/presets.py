@@ -52,8 +52,8 @@ class PrunePreset:
 DISPARSE_GRID = (0.5, 0.7, 0.8, 0.9)
 NETSLIM_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 HRANK_GRID = (0.5, 0.75, 0.875, 0.9375)
-#: demo fine-tuning: iterations at batch 8 on the 96 x 128 synthetic rooms (see the module docstring)
-DEMO_FINETUNE_ITERS = 40
+#: demo fine-tuning iterations at the demo batch size (see the module docstring)
+DEMO_FINETUNE_ITERS = 20
 
 _PRESETS = [
     # Paper scale (Table 1).
@@ -69,13 +69,13 @@ _PRESETS = [
     PrunePreset("demo_deeplab_disparse", "demo_deeplab", "disparse", "static", DISPARSE_GRID, score_batches=5),
     PrunePreset("demo_deeplab_disparse_magnitude", "demo_deeplab", "disparse", "magnitude", DISPARSE_GRID,
                 finetune={"iterations": DEMO_FINETUNE_ITERS, "lr": 1e-4, "lr_step": None,
-                          "checkpoint_every": DEMO_FINETUNE_ITERS}),
+                          "checkpoint_every": DEMO_FINETUNE_ITERS // 2}),
     PrunePreset("demo_segnet_mtan_famo_netslim", "demo_segnet_mtan_famo", "netslim", None, NETSLIM_GRID,
                 finetune={"iterations": DEMO_FINETUNE_ITERS, "lr": 5e-4, "lr_step": None,
-                          "checkpoint_every": DEMO_FINETUNE_ITERS}),
+                          "checkpoint_every": DEMO_FINETUNE_ITERS // 2}),
     PrunePreset("demo_segnet_mtan_hrank", "demo_segnet_mtan", "hrank", None, HRANK_GRID,
                 finetune={"iterations": DEMO_FINETUNE_ITERS, "lr": 5e-4, "lr_step": None,
-                          "checkpoint_every": DEMO_FINETUNE_ITERS}),
+                          "checkpoint_every": DEMO_FINETUNE_ITERS // 2}),
 ]
 PRUNE_PRESETS: dict[str, PrunePreset] = {p.name: p for p in _PRESETS}
 

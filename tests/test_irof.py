@@ -1,0 +1,188 @@
+"""IROF engine (decisions D16-D21): known answers, fill modes, baselines, degenerate inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from _explain_models import RegionModel, TinyMTL, photos, red_square_image, single_thread, tasks_for  # noqa: F401
+
+from mtlx_core.explain.fastforward import FastForward, ForwardSettings
+from mtlx_core.explain.gradcam import explain
+from mtlx_core.explain.irof import IrofRequest, IrofSettings, irof
+from mtlx_core.explain.perturbation import quantus_fills
+from mtlx_core.explain.superpixels import compute_superpixels
+from mtlx_core.tasks import DepthTask
+
+SIZE = (32, 48)
+
+
+def region_requests(task_name: str) -> tuple[RegionModel, torch.Tensor, list[IrofRequest]]:
+    model, image = RegionModel(), red_square_image()[None]
+    task = tasks_for()[task_name]
+    with torch.no_grad():
+        pred = model(image)[task_name][0]
+    saliency = np.zeros((32, 32), np.float32)
+    saliency[4:12, 4:12] = 1.0
+    saliency += np.linspace(0, 0.1, 32, dtype=np.float32)[None]  # no ties outside R
+    return model, image, [IrofRequest(0, t, saliency) for t in task.explanation_targets(pred)]
+
+
+@pytest.mark.parametrize("task_name", ["segmentation", "depth", "normals"])
+def test_correct_saliency_beats_random_which_beats_reversed(task_name: str) -> None:
+    model, image, requests = region_requests(task_name)
+    results = irof(model, image, requests, [compute_superpixels(image[0])], tasks_for())
+    by = {(r.target_id, r.ordering): r.aoc for r in results}
+    for req in requests:
+        tid = req.target.target_id
+        assert by[(tid, "saliency")] > by[(tid, "random")] > by[(tid, "reversed")], (task_name, req.target.name)
+
+
+def test_aoc_is_n_segments_minus_the_trapezoid_of_the_curve() -> None:
+    model, image, requests = region_requests("segmentation")
+    sp = compute_superpixels(image[0])
+    [r] = irof(model, image, requests, [sp], tasks_for(), IrofSettings(baselines=()))
+    assert len(r.curve) == r.n_segments == sp.n_segments
+    assert r.aoc == pytest.approx(r.n_segments - np.trapezoid(r.curve, dx=1), abs=1e-12)
+    assert r.aoc_norm == pytest.approx(r.aoc / r.n_segments)
+
+
+def test_quantus_fill_values_replay_the_mean_of_the_current_perturbed_image() -> None:
+    image = photos(SIZE)[0].numpy()
+    labels = compute_superpixels(image).labels
+    order = np.random.default_rng(0).permutation(labels.max() + 1)
+    current = image[None].copy()
+    for r, s in enumerate(order):
+        fill = current.mean(axis=(0, 1, 2, 3))
+        assert quantus_fills(image, labels, order)[r] == fill
+        current = np.where(np.broadcast_to((labels == s)[None, None], current.shape), fill, current)
+
+
+class RecordingForward(FastForward):
+    """Keeps every image it forwards."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, task: str, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return super().__call__(task, x)
+
+
+def test_fixed_fill_uses_the_per_channel_mean_of_the_original_image() -> None:
+    model, image, requests = region_requests("depth")
+    fwd = RecordingForward(model)
+    irof(model, image, requests[:1], [compute_superpixels(image[0])], tasks_for(),
+         IrofSettings(fill_mode="fixed", baselines=()), forward=fwd)
+    last = torch.cat(fwd.seen)[-1]  # every segment removed
+    expected = image[0].double().mean(dim=(1, 2)).float()
+    assert torch.equal(last, expected[:, None, None].expand_as(last))
+
+
+def test_score_does_not_depend_on_the_other_images_of_the_batch() -> None:
+    model, tasks = TinyMTL(), tasks_for()
+    imgs = torch.stack(photos(SIZE))
+    sps = [compute_superpixels(i) for i in imgs]
+    exps = [e for e in explain(model, imgs, tasks["normals"]) if e.image_index == 2]
+    together = irof(model, imgs, exps, sps, tasks)
+    alone_exps = [dataclasses.replace(e, image_index=0) for e in exps]
+    alone = irof(model, imgs[2:], alone_exps, sps[2:], tasks)
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_allclose(a.curve, b.curve, atol=1e-6)
+
+
+def test_random_baseline_records_its_seed_and_is_reproducible() -> None:
+    model, image, requests = region_requests("segmentation")
+    sp = [compute_superpixels(image[0])]
+    runs = [irof(model, image, requests, sp, tasks_for(), IrofSettings(seed=s, baselines=("random",)))
+            for s in (7, 7, 8)]
+    rand = [next(r for r in run if r.ordering == "random") for run in runs]
+    assert [r.seed for r in rand] == [7, 7, 8]
+    assert rand[0].aoc == rand[1].aoc != rand[2].aoc
+
+
+def test_identical_perturbed_images_are_forwarded_once() -> None:
+    model, image, requests = region_requests("normals")
+    twin = [requests[0], dataclasses.replace(requests[0], target=requests[-1].target)]
+    sp = compute_superpixels(image[0])
+    fwd = FastForward(model)
+    irof(model, image, twin, [sp], tasks_for(), IrofSettings(baselines=()), forward=fwd)
+    assert fwd.n_forwarded["normals"] == 1 + sp.n_segments  # clean image + one curve's images
+
+
+def test_image_where_slic_returns_one_segment() -> None:
+    noise = torch.from_numpy(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
+    sp = compute_superpixels(noise)
+    assert sp.n_segments == 1
+    model, task = TinyMTL(), tasks_for()["depth"]
+    requests = [e for e in explain(model, noise[None], task) if not e.is_zero][:1]
+    [r] = irof(model, noise[None], requests, [sp], tasks_for(), IrofSettings(baselines=()))
+    assert r.status == "single_segment"
+    assert len(r.curve) == 1
+    assert r.aoc == 1.0
+
+
+def test_constant_image_is_not_changed_by_removals() -> None:
+    image = torch.full((1, 3, 32, 32), 0.5)
+    sp = compute_superpixels(image[0])
+    model, _, requests = region_requests("depth")
+    [r] = irof(model, image, requests[:1], [sp], tasks_for(), IrofSettings(baselines=()))
+    np.testing.assert_array_equal(r.curve, np.ones(sp.n_segments))
+    assert r.aoc == 1.0
+
+
+def test_all_zero_saliency_is_reported_not_scored_but_random_still_is() -> None:
+    model, image, requests = region_requests("segmentation")
+    flat = [dataclasses.replace(requests[0], saliency=np.zeros((32, 32), np.float32))]
+    res = irof(model, image, flat, [compute_superpixels(image[0])], tasks_for())
+    status = {r.ordering: (r.status, np.isnan(r.aoc)) for r in res}
+    assert status == {"saliency": ("zero_saliency", True), "reversed": ("zero_saliency", True),
+                      "random": ("ok", False)}
+
+
+class ZeroScoreDepth(DepthTask):
+    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                    target_ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(pred.shape[0], dtype=pred.dtype)
+
+
+def test_zero_clean_score_is_reported_without_dividing_by_it() -> None:
+    model, image, requests = region_requests("depth")
+    tasks = {**tasks_for(), "depth": ZeroScoreDepth()}
+    res = irof(model, image, requests[:1], [compute_superpixels(image[0])], tasks)
+    assert {r.status for r in res} == {"zero_clean_score"}
+    assert all(np.isnan(r.aoc) and r.curve.size == 0 for r in res)
+
+
+def test_empty_target_is_reported() -> None:
+    model, image, requests = region_requests("segmentation")
+    empty = dataclasses.replace(requests[0].target, mask=torch.zeros(32, 32, dtype=torch.bool))
+    res = irof(model, image, [dataclasses.replace(requests[0], target=empty)], [compute_superpixels(image[0])],
+               tasks_for())
+    assert {r.status for r in res} == {"empty_target"}
+
+
+def test_fast_forward_trims_tasks_exactly_and_leaves_the_model_untouched() -> None:
+    model = TinyMTL()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.stack(photos(SIZE))
+    exact = FastForward(model, ForwardSettings(fold_bn=False, channels_last=False))
+    fast = FastForward(model)
+    with torch.no_grad():
+        ref = model(x)
+    for t in ("segmentation", "depth", "normals"):
+        assert torch.equal(exact(t, x), ref[t])
+        torch.testing.assert_close(fast(t, x), ref[t], rtol=1e-4, atol=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+        assert v.is_contiguous()
+
+
+def test_settings_reject_unknown_fill_modes_and_baselines() -> None:
+    with pytest.raises(ValueError, match="valid modes: quantus, fixed"):
+        IrofSettings(fill_mode="black")
+    with pytest.raises(ValueError, match="valid baselines"):
+        IrofSettings(baselines=("noise",))
