@@ -1,6 +1,6 @@
 """CPU speed of structurally pruned demo models: parameters, MACs and latency, dense and pruned side by side.
 
-    python bench/pruning_speed.py [--threads 1] [--repeats 15]
+    python bench/pruning_speed.py [--threads 1] [--repeats 25]
 
 - Network Slimming at 50-90 % on the demo SegNet-MTAN + FAMO architecture (preset ``demo_segnet_mtan_famo``).
   The model is randomly initialised and its BN scale factors are drawn from |N(0, 1)| (a stand-in for a
@@ -103,7 +103,7 @@ def report(title: str, models: dict[str, nn.Module], repeats: int) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (fixed for all models)")
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
