@@ -1,51 +1,117 @@
-"""``python -m mtlx_core.demo``: the main job on the embedded synthetic dataset.
+"""``python -m mtlx_core.demo``: the main job on the embedded demo, then the app on its results.
 
-Renders the synthetic RGB-D rooms (if missing) and logs their summary; with ``--train`` also trains the three
-demo presets (one per row of the study's Table 1) and logs how they compare with trivial predictors.
+Builds the demo study store (``python -m mtlx_core.precompute --preset demo``: the synthetic RGB-D rooms, the
+three dense models of the study's Table 1 and their 13 pruned versions, Grad-CAM and IROF with baselines) in a
+background process and starts the dashboard (``streamlit run app.py``) on that store at once. The app shows
+what is ready: precompute publishes a snapshot after every arm and every two minutes. Resumable: run the same
+command again after an interruption and precompute continues where it stopped (a complete store costs
+nothing). ``--no-app`` only builds the store, in the foreground.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from mtlx_core.data.dataset import DatasetError
-from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
-from mtlx_core.train.config import DEMO_DATA, DEMO_SYNTH, PRESETS
+from mtlx_core.precompute.__main__ import default_store
+from mtlx_core.runs import DEFAULT_MODELS_DIR
+from mtlx_core.store.snapshot import work_path
 
 logger = logging.getLogger("mtlx_core.demo")
 
-DEMO_PRESETS = ("demo_deeplab", "demo_segnet_mtan_famo", "demo_segnet_mtan")
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mtlx_core.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", type=Path, default=None, help="study store (default: $MTLX_STORE or "
+                                                             "models_store/study.duckdb)")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="run folders (default models_store)")
+    p.add_argument("--port", type=int, default=8501, help="the app's port (default 8501)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for precompute (default: torch's)")
+    p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
+                   help="demo (default: the three arms of Table 1, about a quarter of an hour on 2 CPU cores) or "
+                        "smoke (two tiny arms in a minute)")
+    p.add_argument("--no-app", action="store_true", help="only build the store, in the foreground")
+    return p
+
+
+def precompute_argv(preset: str, store: Path, models_dir: Path, threads: int | None) -> list[str]:
+    argv = ["--preset", preset, "--store", str(store), "--models-dir", str(models_dir)]
+    return argv + (["--threads", str(threads)] if threads else [])
+
+
+def app_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def _wait_for_writer(store: Path, proc: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Until precompute has opened its work file (or published, or exited): the app then says "being written"
+    rather than "no store"."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and proc.poll() is None and not (store.exists() or work_path(store).exists()):
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen | None, name: str) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    logger.info("stopped %s", name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m mtlx_core.demo", description=__doc__)
-    p.add_argument("--data", type=Path, default=Path(DEMO_DATA), help="where the synthetic dataset goes")
-    p.add_argument("--train", action="store_true", help="also train the three demo presets")
-    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    args = p.parse_args(argv)
-    from mtlx_core.data.synth import generate_synth, summarize_dataset
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    store = (args.store or default_store()).resolve()
+    models_dir = args.models_dir.resolve()
+    pre_argv = precompute_argv(args.preset, store, models_dir, args.threads)
+    if args.no_app:
+        from mtlx_core.precompute.__main__ import main as precompute_main
 
-    try:
-        if not args.data.exists():
-            generate_synth(args.data, **DEMO_SYNTH)
-        summary = summarize_dataset(args.data)
-        logger.info("synthetic dataset at %s:\n%s", args.data, json.dumps(summary, indent=2, default=str))
-        if args.train:
-            from mtlx_core.train import resolve_config, train
-
-            for name in DEMO_PRESETS:
-                cfg = resolve_config(name, data_root=str(args.data))
-                result = train(cfg, args.models_dir)
-                logger.info("%s -> %s", PRESETS[name].preset, result.run_id)
-    except (DatasetError, RunError, ValueError) as exc:
-        logger.error("%s", exc)
+        return precompute_main(pre_argv)
+    if not APP.is_file():
+        logger.error("the app (%s) is not next to the package: run the demo from a clone of the repository, or "
+                     "use --no-app to build the store only", APP)
         return 2
-    return 0
+    env = {**os.environ, "MTLX_STORE": str(store), "MTLX_MODELS_DIR": str(models_dir)}
+    pre = app = None
+    try:
+        pre = subprocess.Popen([sys.executable, "-m", "mtlx_core.precompute", *pre_argv], env=env)
+        _wait_for_writer(store, pre)
+        logger.info("precompute (pid %d) is building %s; the app starts on http://localhost:%d and shows each arm "
+                    "as soon as it is published (reload the page to see more)", pre.pid, store, args.port)
+        app = subprocess.Popen(app_command(args.port), env=env)
+        while app.poll() is None:
+            if pre is not None and pre.poll() is not None:
+                if pre.returncode == 0:
+                    logger.info("the demo store is complete: %s (the app stays up; Ctrl-C stops it)", store)
+                else:
+                    logger.error("precompute failed with exit code %d (its log is above); the app shows what was "
+                                 "published. Run the same command again to resume.", pre.returncode)
+                pre = None
+            time.sleep(0.5)
+        return app.returncode or 0
+    except KeyboardInterrupt:
+        if pre is not None and pre.poll() is None:
+            logger.info("interrupted: run the same command again and precompute resumes where it stopped")
+        return 130
+    finally:
+        _stop(pre, "precompute")
+        _stop(app, "the app")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""``python -m mtlx_core.precompute --preset NAME``: build the study store the app reads.
+
+Trains and prunes the preset's models (run folders in --models-dir, reused when present), explains them with
+Grad-CAM and measures IROF, writing everything into one DuckDB file (--store; default $MTLX_STORE or
+models_store/study.duckdb). Resumable and idempotent: run the same command again after an interruption. While
+it runs, the store path holds the last published snapshot (after every arm), readable by the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mtlx_core.data.dataset import DatasetError
+from mtlx_core.precompute.presets import STUDY_PRESETS, describe, get_study_preset
+from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
+from mtlx_core.store.errors import StoreError
+from mtlx_core.store.writer import StoreConflictError
+
+logger = logging.getLogger("mtlx_core.precompute")
+
+DEFAULT_STORE = DEFAULT_MODELS_DIR / "study.duckdb"
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("MTLX_STORE") or DEFAULT_STORE)
+
+
+def parse_data(values: list[str]) -> dict[str, str]:
+    """``--data PATH`` (every arm) or ``--data DATASET=PATH`` (arms on that dataset)."""
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, path = v.partition("=")
+        if sep and key and "/" not in key:
+            out[key] = path
+        else:
+            out["*"] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "presets:\n" + "\n".join(describe(p) for p in STUDY_PRESETS.values())
+    p = argparse.ArgumentParser(prog="python -m mtlx_core.precompute", description=__doc__, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help="one of: " + ", ".join(STUDY_PRESETS))
+    p.add_argument("--arm", action="append", default=[], metavar="ARM_ID",
+                   help="only these arms of the preset (repeatable): one shard of a distributed run")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="SHARD",
+                   help="instead of computing: add the finished units of these stores (shards) to --store")
+    p.add_argument("--store", type=Path, default=None,
+                   help=f"DuckDB file to build (default: $MTLX_STORE or {DEFAULT_STORE})")
+    p.add_argument("--images", type=int, help="validation images per arm (default: the preset's)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    p.add_argument("--data", action="append", default=[], metavar="[DATASET=]PATH",
+                   help="dataset folder for every arm, or for the arms of one dataset (repeatable)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--publish-every", type=float, help="seconds between snapshots (besides every arm)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    store = args.store or default_store()
+    if args.merge:
+        return _merge(store, args.merge)
+    if not args.preset:
+        parser.error("--preset is required (or --merge)")
+    try:
+        preset = get_study_preset(args.preset)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        from mtlx_core.precompute.runner import run_precompute
+
+        run_precompute(preset, store, args.models_dir, device=args.device, images=args.images,
+                       data=parse_data(args.data), progress=not args.no_progress,
+                       publish_every_s=args.publish_every, arms=args.arm or None)
+    except (DatasetError, RunError, StoreError, StoreConflictError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    sys.stdout.write(f"{store}\n")
+    return 0
+
+
+def _merge(store: Path, shards: list[Path]) -> int:
+    from mtlx_core.store.writer import StoreWriter
+
+    try:
+        missing = [s for s in shards if not s.is_file()]
+        if missing:
+            raise StoreError(f"shard(s) {', '.join(map(str, missing))} do not exist")
+        w = StoreWriter.open(store)
+        try:
+            for shard in shards:
+                logger.info("merged %d new units from %s", w.merge(shard), shard)
+            w.publish()
+        except BaseException:
+            w.close()
+            raise
+        w.close(remove_work=True)
+    except (StoreError, StoreConflictError) as exc:
+        logger.error("%s", exc)
+        return 2
+    sys.stdout.write(f"{store}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

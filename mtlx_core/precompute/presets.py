@@ -1,0 +1,149 @@
+"""Study presets: which arms (model x pruning method x sparsity grid) to build and how to explain them.
+
+An arm is one row of the study's Table 1: a dense training preset (``mtlx_core.train``), a pruning method with
+its sparsity grid (``mtlx_core.prune.presets``), optionally with overrides that shrink training (smoke).
+:class:`ExplainSettings` fixes everything that changes an explanation or an IROF number (they are recorded in
+the store's ``meta`` and a store refuses to mix two settings) plus the number of images, which may grow.
+
+- ``smoke``: two tiny arms (SegNet-MTAN + FAMO + Network Slimming, DeepLab + DiSparse), one pruned level each,
+  4 images of 32 x 64, 16 superpixels, both fill modes; for tests, well under a minute on 2 CPU cores.
+- ``demo``: the three arms of Table 1 on the synthetic rooms at demo scale, 16 validation images per arm.
+- ``paper``, ``paper_nyuv2``, ``paper_cityscapes``: the arms at paper scale on the real datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtlx_core.explain.superpixels import SlicSettings
+from mtlx_core.prune.presets import DISPARSE_GRID, HRANK_GRID, NETSLIM_GRID, get_prune_preset
+from mtlx_core.train.config import get_preset
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm: a dense training preset pruned with one method at every sparsity of a grid."""
+
+    arm_id: str
+    label: str
+    train_preset: str
+    method: str
+    variant: str | None
+    sparsities: tuple[float, ...]
+    prune_preset: str | None = None  # name in PRUNE_PRESETS (its fine-tuning recipe); None: pipeline default
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    finetune_iterations: int | None = None  # None: the prune preset's recipe
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """What is explained and how; every field but ``images``/``batch_images``/speed knobs changes numbers."""
+
+    images: int = 16  # first N validation images of each arm's dataset
+    batch_images: int = 4  # images per explain unit
+    max_targets: int | None = None  # per image and task: the dense model's largest pixel sets; None = all
+    fill_modes: tuple[str, ...] = ("quantus",)
+    baselines: tuple[str, ...] = ("random", "reversed")
+    seed: int = 0
+    slic: SlicSettings = field(default_factory=SlicSettings)
+    layer: str | None = None  # Grad-CAM layer; None = the model's default (D11)
+    depth_bins: str = "equal_width"  # D13
+    topk: float = 0.2  # similarity: top-k IoU with k = topk * pixels
+    trim_tasks: bool = True  # IROF fast forwards: traced per-task graphs (speed; tiny models: eager is faster)
+    fold_bn: bool = True  # BN folded into convs (speed; changes float rounding only)
+    channels_last: bool = True
+    memory_budget_mb: int = 1024
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb`` do not)."""
+        d = dataclasses.asdict(self)
+        for k in ("images", "batch_images", "memory_budget_mb"):
+            d.pop(k)
+        d["slic"] = self.slic.to_dict()
+        return d
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    name: str
+    description: str
+    arms: tuple[ArmSpec, ...]
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    publish_every_s: float = 120.0  # also publish after every arm and at the end
+
+
+SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
+SMOKE_TRAIN = {"data_root": "data_cache/synth_smoke", "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
+               "batch_size": 2, "checkpoint_every": 2, "eval_every": 0}
+
+_ARMS_DEMO = (
+    # DiSparse's magnitude variant (D7's second): the static one retrains the dense recipe at every level
+    ArmSpec("demo_deeplab_disparse", "DeepLab-ResNet34 · seg + normals · DiSparse (magnitude)", "demo_deeplab",
+            "disparse", "magnitude", (0.0, *DISPARSE_GRID), prune_preset="demo_deeplab_disparse_magnitude"),
+    ArmSpec("demo_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming",
+            "demo_segnet_mtan_famo", "netslim", None, (0.0, *NETSLIM_GRID),
+            prune_preset="demo_segnet_mtan_famo_netslim"),
+    ArmSpec("demo_segnet_mtan_hrank", "SegNet-MTAN · seg + depth + normals · HRank", "demo_segnet_mtan", "hrank",
+            None, (0.0, *HRANK_GRID), prune_preset="demo_segnet_mtan_hrank"),
+)
+_ARMS_PAPER = (
+    ArmSpec("nyuv2_deeplab_disparse", "DeepLab-ResNet34 · NYUv2 seg + normals · DiSparse", "nyuv2_deeplab",
+            "disparse", "static", (0.0, *DISPARSE_GRID), prune_preset="nyuv2_deeplab_disparse"),
+    ArmSpec("cityscapes_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · Cityscapes seg + depth · Network Slimming",
+            "cityscapes_segnet_mtan_famo", "netslim", None, (0.0, *NETSLIM_GRID),
+            prune_preset="cityscapes_segnet_mtan_famo_netslim"),
+    ArmSpec("nyuv2_segnet_mtan_hrank", "SegNet-MTAN · NYUv2 seg + depth + normals · HRank", "nyuv2_segnet_mtan",
+            "hrank", None, (0.0, *HRANK_GRID), prune_preset="nyuv2_segnet_mtan_hrank"),
+)
+_PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None)
+
+STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
+    StudyPreset("smoke", "two tiny arms, one pruned level each, 4 images (tests)", (
+        ArmSpec("smoke_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming (tiny)",
+                "demo_segnet_mtan_famo", "netslim", None, (0.0, 0.5), prune_preset="demo_segnet_mtan_famo_netslim",
+                train_overrides=SMOKE_TRAIN, finetune_iterations=2),
+        ArmSpec("smoke_deeplab_disparse", "DeepLab-ResNet34 · seg + normals · DiSparse magnitude (tiny)",
+                "demo_deeplab", "disparse", "magnitude", (0.0, 0.5), prune_preset="demo_deeplab_disparse_magnitude",
+                train_overrides={**SMOKE_TRAIN, "arch_kwargs": {"head_hidden": 8}}, finetune_iterations=2),
+    ), ExplainSettings(images=4, batch_images=2, max_targets=None, fill_modes=("quantus", "fixed"),
+                       slic=SlicSettings(n_segments=16), trim_tasks=False, fold_bn=False, channels_last=False),
+        publish_every_s=5.0),
+    StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO,
+                ExplainSettings(images=16, batch_images=4, max_targets=1, slic=SlicSettings(n_segments=50))),
+    StudyPreset("paper", "the three arms of Table 1 at paper scale (NYUv2 and Cityscapes)", _ARMS_PAPER,
+                _PAPER_EXPLAIN, publish_every_s=600.0),
+    StudyPreset("paper_nyuv2", "the two NYUv2 arms of Table 1 at paper scale", (_ARMS_PAPER[0], _ARMS_PAPER[2]),
+                _PAPER_EXPLAIN, publish_every_s=600.0),
+    StudyPreset("paper_cityscapes", "the Cityscapes arm of Table 1 at paper scale", (_ARMS_PAPER[1],),
+                _PAPER_EXPLAIN, publish_every_s=600.0),
+)}
+
+
+def get_study_preset(name: str) -> StudyPreset:
+    try:
+        preset = STUDY_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown precompute preset {name!r}; valid presets: {', '.join(STUDY_PRESETS)}") from None
+    for arm in preset.arms:  # the referenced training / pruning presets must exist
+        get_preset(arm.train_preset)
+        if arm.prune_preset is not None:
+            get_prune_preset(arm.prune_preset)
+    return preset
+
+
+def describe(preset: StudyPreset) -> str:
+    lines = [f"{preset.name}: {preset.description}"]
+    for a in preset.arms:
+        grid = "/".join(f"{s * 100:g}" for s in a.sparsities)
+        lines.append(f"  {a.arm_id}: {a.label} at {grid} %")
+    e = preset.explain
+    lines.append(f"  {e.images} images, targets per task {e.max_targets or 'all'}, fill {'/'.join(e.fill_modes)}, "
+                 f"{e.slic.n_segments} superpixels")
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""The precompute executor: arm by arm, unit by unit, skipping journaled units, publishing snapshots.
+
+Order inside an arm: train the dense model, store the image batches (PNG + SLIC), explain the dense model on
+every batch, then for each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps).
+Each unit's rows and journal row are one transaction (``StoreWriter.commit``); a snapshot is published after
+every arm, every ``publish_every_s`` seconds and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mtlx_core.data.dataset import DatasetError
+from mtlx_core.data.layout import get_dataset_spec
+from mtlx_core.explain.superpixels import Superpixels
+from mtlx_core.precompute.presets import ArmSpec, StudyPreset
+from mtlx_core.precompute.summary import format_summary, summarize
+from mtlx_core.precompute.units import (
+    Batch,
+    DenseMaps,
+    ModelExplainer,
+    arm_row,
+    explain_tasks,
+    images_unit,
+    make_batches,
+    model_rows,
+    slic_key,
+    verify_checkpoint,
+)
+from mtlx_core.prune.pipeline import prune_run
+from mtlx_core.runs import load_run
+from mtlx_core.store.codec import decode_array
+from mtlx_core.store.writer import StoreWriter, UnitRows
+from mtlx_core.tasks import build_tasks
+from mtlx_core.train import TrainConfig, resolve_config, train
+from mtlx_core.train.loop import prepare_data, resolve_device
+
+logger = logging.getLogger(__name__)
+
+DATA_HINTS = {"nyuv2": "python -m mtlx_core.data convert-nyuv2 --manifest frames.csv --out {root}",
+              "cityscapes": "python -m mtlx_core.data convert-cityscapes --root /path/to/cityscapes --out {root}"}
+
+
+class _Clock:
+    """Wall and process CPU seconds since creation."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def spent(self) -> tuple[float, float]:
+        return time.monotonic() - self.wall, time.process_time() - self.cpu
+
+
+@dataclass
+class PrecomputeResult:
+    store: Path
+    executed: Counter = field(default_factory=Counter)  # units run in this call, per kind
+    skipped: set[str] = field(default_factory=set)  # units found in the journal
+    seconds: float = 0.0
+    published_at: dict[str, float] = field(default_factory=dict)  # arm_id -> seconds after start
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[tuple[str, int, float, float]] = field(default_factory=list)  # kind, units, wall s, CPU s (store)
+
+
+def arm_config(arm: ArmSpec, data: dict[str, str], device: str) -> TrainConfig:
+    dataset = resolve_config(arm.train_preset).dataset
+    root = data.get(dataset, data.get("*"))
+    return resolve_config(arm.train_preset, **{**arm.train_overrides, "data_root": root, "device": device})
+
+
+def check_data(arms: list[ArmSpec], data: dict[str, str]) -> None:
+    """Every real dataset the arms need must be there before any work starts."""
+    for arm in arms:
+        cfg = arm_config(arm, data, "cpu")
+        root = Path(cfg.data_root)
+        if cfg.synth is None and not (root / "val").is_dir():
+            hint = DATA_HINTS.get(cfg.dataset, "python -m mtlx_core.data").format(root=root)
+            raise DatasetError(f"data folder {root} does not exist or has no val/ split: arm {arm.arm_id} needs the "
+                               f"{cfg.dataset} dataset in the MTAN layout there; convert it with `{hint}` or pass "
+                               f"--data {cfg.dataset}=PATH")
+
+
+class Runner:
+    def __init__(self, preset: StudyPreset, store: Path, models_dir: Path, device: str = "auto",
+                 images: int | None = None, data: dict[str, str] | None = None, progress: bool = True,
+                 publish_every_s: float | None = None, arms: list[str] | None = None) -> None:
+        self.preset, self.store, self.models_dir = preset, Path(store), Path(models_dir)
+        valid = [a.arm_id for a in preset.arms]
+        unknown = sorted(set(arms or ()) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown} in preset {preset.name!r}; valid arms: {', '.join(valid)}")
+        self.arms = [(pos, a) for pos, a in enumerate(preset.arms) if not arms or a.arm_id in arms]
+        self.device = str(resolve_device(device))
+        self.settings = preset.explain
+        self.n_images = images if images is not None else self.settings.images
+        if self.n_images < 1:
+            raise ValueError(f"--images must be at least 1, got {self.n_images}")
+        self.data = data or {}
+        self.progress = progress
+        self.publish_every_s = preset.publish_every_s if publish_every_s is None else publish_every_s
+        self.result = PrecomputeResult(self.store)
+        self.skey = slic_key(self.settings.slic)
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+    def _commit(self, unit: UnitRows) -> None:
+        self.w.set_meta({"status": "running"})  # until the end: a snapshot of a killed run says so (no-op after)
+        self.w.commit(unit)
+        self.done[unit.unit_id] = unit.model_id
+        self.result.executed[unit.kind] += 1
+        logger.info("unit done: %s (%.1f s, rows %s)", unit.unit_id, unit.seconds, unit.count())
+        if time.monotonic() - self.last_publish > self.publish_every_s:
+            self._publish()
+
+    def _publish(self) -> None:
+        self.w.publish()
+        self.last_publish = time.monotonic()
+
+    def _is_done(self, unit_id: str) -> bool:
+        if unit_id in self.done:
+            self.result.skipped.add(unit_id)
+            return True
+        return False
+
+    def run(self) -> PrecomputeResult:
+        t0 = time.monotonic()
+        check_data([a for _, a in self.arms], self.data)
+        self.w = StoreWriter.open(self.store)
+        try:
+            self.w.ensure_meta({"preset": self.preset.name, "settings_key": self.settings.key(),
+                                "settings": json.dumps(self.settings.key_fields(), sort_keys=True)})
+            self.done = self.w.done_units()
+            complete = json.loads(self.w.get_meta("arms_complete") or "[]")
+            self.w.set_meta({"arms_planned": json.dumps([a.arm_id for _, a in self.arms])})
+            self.last_publish = time.monotonic()
+            for pos, arm in self.arms:
+                self._run_arm(pos, arm)
+                complete = [*dict.fromkeys([*complete, arm.arm_id])]
+                self.w.set_meta({"arms_complete": json.dumps(complete)})
+                self._publish()
+                self.result.published_at[arm.arm_id] = time.monotonic() - t0
+                logger.info("arm %s complete and published after %.0f s", arm.arm_id, time.monotonic() - t0)
+            self.result.summary = summarize(self.w.con, self.settings.fill_modes[0])
+            self.result.timing = self.w.con.execute(
+                "SELECT kind, count(*), sum(seconds), sum(cpu_seconds) FROM units GROUP BY kind ORDER BY kind"
+            ).fetchall()
+            self.w.set_meta({"status": "complete"})
+            self._publish()
+        except BaseException:
+            self.w.close()
+            raise
+        self.w.close(remove_work=True)
+        self.result.seconds = time.monotonic() - t0
+        logger.info("study summary (%s fill; AOC normalised, 95 %% bootstrap CI over images):\n%s",
+                    self.settings.fill_modes[0], format_summary(self.result.summary))
+        for kind, n, wall, cpu in self.result.timing:
+            logger.info("store total, %-7s units: %3d, %7.1f s wall, %7.1f s CPU", kind, n, wall, cpu)
+        logger.info("%s: %d units run (%s), %d already done, %.1f s", self.store, sum(self.result.executed.values()),
+                    dict(self.result.executed), len(self.result.skipped), self.result.seconds)
+        return self.result
+
+    # --- one arm ----------------------------------------------------------------------------------------
+    def _run_arm(self, pos: int, arm: ArmSpec) -> None:
+        cfg = arm_config(arm, self.data, self.device)
+        if cfg.synth is not None and not Path(cfg.data_root).exists():
+            from mtlx_core.data.synth import generate_synth
+
+            logger.info("rendering the synthetic rooms into %s", cfg.data_root)
+            generate_synth(Path(cfg.data_root), **cfg.synth, progress=self.progress)
+        _, val = prepare_data(cfg)
+        spec = get_dataset_spec(cfg.dataset)
+        tasks = build_tasks(spec, cfg.tasks)
+        batches = make_batches(val, self.n_images, self.settings.batch_images, self.settings.slic)
+        input_shape = tuple(batches[0].images.shape[1:])
+        dense_id = cfg.run_id()
+        uid = f"train:{arm.arm_id}:{dense_id}"
+        if not self._is_done(uid):
+            t = _Clock()
+            res = train(cfg, self.models_dir, progress=self.progress)
+            rows = model_rows(arm, res.run_id, self.models_dir, tasks, 0.0, input_shape)
+            rows["arms"] = [arm_row(arm, pos, rows["models"][0])]
+            self._commit(UnitRows(uid, "train", rows, arm.arm_id, res.run_id, {"preset": cfg.preset},
+                                  *t.spent()))
+        for b in batches:
+            uid = f"images:{b.key}"
+            if not self._is_done(uid):
+                t = _Clock()
+                self._commit(UnitRows(uid, "images", images_unit(b, spec.name, self.settings.slic), arm.arm_id,
+                                      None, {"indices": b.indices, "image_ids": b.image_ids},
+                                      *t.spent()))
+        levels = [s for s in arm.sparsities if s > 0]
+        bar = tqdm(total=(1 + len(levels)) * len(batches), desc=f"[{pos + 1}/{len(self.preset.arms)}] "
+                   f"{arm.arm_id} explain", unit="batch", disable=not self.progress, dynamic_ncols=True)
+        try:
+            self._explain_model(arm, spec, dense_id, None, batches, bar)
+            for s in levels:
+                model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar)
+        finally:
+            bar.close()
+
+    def _prune(self, arm: ArmSpec, cfg: TrainConfig, dense_id: str, sparsity: float, tasks: dict,
+               input_shape: tuple[int, ...]) -> str:
+        tag = arm.method + (f"-{arm.variant}" if arm.variant else "")
+        uid = f"prune:{dense_id}:{tag}:{sparsity:g}:{arm.finetune_iterations or arm.prune_preset or 'default'}"
+        if not self._is_done(uid):
+            t = _Clock()
+            res = prune_run(dense_id, arm.method, sparsity, variant=arm.variant,
+                            finetune_iterations=arm.finetune_iterations, preset=arm.prune_preset,
+                            models_dir=self.models_dir, device=self.device, data_root=cfg.data_root,
+                            progress=self.progress)
+            rows = model_rows(arm, res.run_id, self.models_dir, tasks, sparsity, input_shape)
+            self._commit(UnitRows(uid, "prune", rows, arm.arm_id, res.run_id,
+                                  {"parent": dense_id, "sparsity": sparsity}, *t.spent()))
+        model_id = self.done[uid]
+        assert model_id is not None
+        return model_id
+
+    # --- explanations of one model ----------------------------------------------------------------------
+    def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,
+                       batches: list[Batch], bar: tqdm) -> None:
+        pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")]
+        bar.update(len(batches) - len(pending))
+        if not pending:
+            return
+        run = load_run(model_id, self.models_dir)
+        sha = self.w.con.execute("SELECT checkpoint_sha256 FROM models WHERE model_id = ?", [model_id]).fetchone()
+        verify_checkpoint(run, sha[0] if sha else None)
+        explainer = ModelExplainer(run, explain_tasks(run, spec, self.settings), self.settings, self.device)
+        for b in pending:
+            t = _Clock()
+            sps = self._superpixels(b)
+            wanted = dense = None
+            if dense_id is not None:
+                dense = DenseMaps(dense_id, self._dense_maps(dense_id, b, explainer.layer))
+                if self.settings.max_targets is not None:
+                    wanted = {}
+                    for iid, task, tid in dense.maps:
+                        wanted.setdefault((b.image_ids.index(iid), task), set()).add(tid)
+            rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
+            self._commit(UnitRows(f"explain:{model_id}:{b.key}", "explain", rows, arm.arm_id, model_id,
+                                  {"batch": b.key, "indices": b.indices, "dense": dense_id},
+                                  *t.spent()))
+            bar.update(1)
+        del explainer, run
+
+    def _superpixels(self, b: Batch) -> list[Superpixels]:
+        got = {iid: (n, decode_array(lab)) for iid, n, lab in self.w.con.execute(
+            "SELECT image_id, n_segments, labels FROM superpixels WHERE settings_key = ? "
+            "AND list_contains(?, image_id)", [self.skey, b.image_ids]).fetchall()}
+        missing = [i for i in b.image_ids if i not in got]
+        if missing:
+            raise RuntimeError(f"superpixels of images {missing} are missing from the store (images unit not run?)")
+        return [Superpixels(got[i][1].astype(np.int64), int(got[i][0]), self.settings.slic) for i in b.image_ids]
+
+    def _dense_maps(self, dense_id: str, b: Batch, layer: str) -> dict[tuple[str, str, int], np.ndarray]:
+        if f"explain:{dense_id}:{b.key}" not in self.done:
+            raise RuntimeError(f"the dense model {dense_id} has not been explained on batch {b.key} yet")
+        rows = self.w.con.execute(
+            "SELECT image_id, task, target_id, saliency FROM explanations WHERE model_id = ? AND layer = ? "
+            "AND list_contains(?, image_id)", [dense_id, layer, b.image_ids]).fetchall()
+        return {(iid, task, int(tid)): decode_array(sal) for iid, task, tid, sal in rows}
+
+
+def run_precompute(preset: StudyPreset, store: str | Path, models_dir: str | Path, **kwargs: Any
+                   ) -> PrecomputeResult:
+    """Build (or finish, or verify nothing is left to do in) the study store of ``preset``."""
+    return Runner(preset, Path(store), Path(models_dir), **kwargs).run()

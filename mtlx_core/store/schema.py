@@ -1,0 +1,83 @@
+"""The study store: one DuckDB file (default ``models_store/study.duckdb``) that the app reads.
+
+Keys are content-addressed where it helps: ``image_id`` = hash of the image array, ``models.checkpoint_sha256``
+= hash of ``model.pt``'s tensors, superpixel ``settings_key`` = hash of the SLIC settings. Arrays are ``.npy`` bytes
+(``mtlx_core.store.codec``), images PNG bytes. Every row records what makes it reproducible.
+
+Tables
+- ``meta``: key/value facts about the store (schema version, preset, code version, created/updated).
+- ``arms``: one row per study arm (architecture x dataset x tasks x weighting x pruning method).
+- ``models``: every model (dense and pruned) with its provenance and size.
+- ``task_metrics``: validation metrics per model, task and metric (plus the trivial predictors' as
+  ``model_id = 'trivial:<dataset>'``).
+- ``images``: the evaluated images (PNG) and their split/index.
+- ``superpixels``: SLIC labels per image and settings (computed once, reused by every model and target).
+- ``predictions``: each model's clean prediction per image and task (argmax labels, depth, normals).
+- ``explanations``: Grad-CAM maps per (model, image, task, target, layer) at input and layer resolution.
+- ``irof``: IROF curves and AOC per (model, image, task, target, saliency method, fill mode).
+- ``similarity``: how far each pruned explanation moved from the dense one (Spearman, SSIM, top-k IoU).
+- ``units``: the journal of finished work units (one transaction each) that makes precompute resumable.
+
+Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; existing columns unchanged):
+- Added columns: ``explanations.settings`` (Grad-CAM settings JSON), ``irof.status`` (``ok``,
+  ``single_segment``, ``zero_saliency``, ``empty_target``, ``zero_clean_score``; the last three have NaN AOC and
+  an empty curve) and ``irof.settings`` (IROF settings JSON incl. the fast-forward options),
+  ``similarity.topk_pixels`` (k in pixels; ``topk`` is the fraction, 0.2), ``similarity.code_version`` and
+  ``units.cpu_seconds`` (process CPU time of the unit; ``seconds`` is wall time).
+- ``irof.saliency_method`` is ``gradcam``, or a baseline of that explanation (D21): ``random`` (seeded random
+  map, ``seed`` recorded) or ``reversed`` (Grad-CAM's order reversed). ``irof.settings_key`` joins
+  ``superpixels.settings_key``; ``superpixels.labels`` are uint16. ``models.model_id`` is the run id (folder in
+  ``models_store``); ``checkpoint_sha256`` hashes the checkpoint's tensors (``precompute.units.state_hash``:
+  torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
+  ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
+  float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Readers open the published snapshot with ``mtlx_core.store.snapshot.open_readonly`` (errors in
+  ``mtlx_core.store.errors``); ``meta`` holds ``preset``, ``settings`` and ``settings_key`` of the build.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+DDL: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS arms (
+        arm_id VARCHAR PRIMARY KEY, label VARCHAR, arch VARCHAR, dataset VARCHAR, tasks VARCHAR[],
+        weighting VARCHAR, pruning_method VARCHAR, dense_model_id VARCHAR, position INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS models (
+        model_id VARCHAR PRIMARY KEY, arm_id VARCHAR, run_id VARCHAR, arch VARCHAR, dataset VARCHAR,
+        tasks VARCHAR[], weighting VARCHAR, pruning_method VARCHAR, target_sparsity DOUBLE,
+        achieved_sparsity DOUBLE, channel_sparsity DOUBLE, params BIGINT, macs BIGINT, parent_id VARCHAR,
+        checkpoint VARCHAR, checkpoint_sha256 VARCHAR, config JSON, seed INTEGER, code_version VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS task_metrics (
+        model_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, higher_is_better BOOLEAN, split VARCHAR,
+        PRIMARY KEY (model_id, task, metric))""",
+    """CREATE TABLE IF NOT EXISTS images (
+        image_id VARCHAR PRIMARY KEY, dataset VARCHAR, split VARCHAR, idx INTEGER, height INTEGER,
+        width INTEGER, image BLOB)""",
+    """CREATE TABLE IF NOT EXISTS superpixels (
+        image_id VARCHAR, settings_key VARCHAR, settings JSON, n_segments INTEGER, labels BLOB,
+        PRIMARY KEY (image_id, settings_key))""",
+    """CREATE TABLE IF NOT EXISTS predictions (
+        model_id VARCHAR, image_id VARCHAR, task VARCHAR, prediction BLOB,
+        PRIMARY KEY (model_id, image_id, task))""",
+    """CREATE TABLE IF NOT EXISTS explanations (
+        model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, layer VARCHAR,
+        n_pixels INTEGER, is_zero BOOLEAN, saliency BLOB, saliency_layer BLOB, code_version VARCHAR,
+        settings JSON,
+        PRIMARY KEY (model_id, image_id, task, target_id, layer))""",
+    """CREATE TABLE IF NOT EXISTS irof (
+        model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR,
+        saliency_method VARCHAR, fill_mode VARCHAR, layer VARCHAR, settings_key VARCHAR, n_segments INTEGER,
+        clean_score DOUBLE, curve DOUBLE[], aoc DOUBLE, aoc_norm DOUBLE, seed INTEGER, code_version VARCHAR,
+        status VARCHAR, settings JSON,
+        PRIMARY KEY (model_id, image_id, task, target_id, saliency_method, fill_mode))""",
+    """CREATE TABLE IF NOT EXISTS similarity (
+        model_id VARCHAR, reference_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER,
+        layer VARCHAR, spearman DOUBLE, ssim DOUBLE, topk_iou DOUBLE, topk DOUBLE,
+        topk_pixels INTEGER, code_version VARCHAR,
+        PRIMARY KEY (model_id, reference_id, image_id, task, target_id, layer))""",
+    """CREATE TABLE IF NOT EXISTS units (
+        unit_id VARCHAR PRIMARY KEY, kind VARCHAR, arm_id VARCHAR, model_id VARCHAR, detail JSON,
+        seconds DOUBLE, finished_at TIMESTAMP, cpu_seconds DOUBLE)""",
+)

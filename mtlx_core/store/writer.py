@@ -1,0 +1,249 @@
+"""The study store's single writer: schema, meta, the unit journal, one transaction per unit, merges.
+
+Precompute never writes the store path itself: :class:`StoreWriter` opens the work file next to it
+(``snapshot.work_path``; seeded from the published store when only that exists), writes every unit's rows
+and its ``units`` journal row in ONE transaction (all or nothing, so a process killed at any point leaves
+only whole units), and publishes atomic snapshots to the store path (``snapshot.publish``).
+
+Rows are inserted with ``INSERT OR IGNORE``: keys are content-addressed or derive from configurations, so a
+row that already exists (an image shared by two arms, a trivial predictor's metrics) is the same row.
+
+Public API::
+
+    w = StoreWriter.open("models_store/study.duckdb")
+    w.ensure_meta({"preset": "demo", "settings_key": "..."})   # refuses a store built with other settings
+    w.done_units()                                             # {unit_id: model_id}
+    w.commit(UnitRows("explain:...", "explain", rows={"irof": [...], ...}, arm_id=..., model_id=...))
+    w.merge("shard.duckdb")                                    # add a shard's whole units (distributed runs)
+    w.publish(); w.close(remove_work=True)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mtlx_core.store.errors import StoreBusyError
+from mtlx_core.store.schema import DDL, SCHEMA_VERSION
+from mtlx_core.store.snapshot import is_lock_error, publish, remove_stale_temps, work_path
+from mtlx_core.version import code_version
+
+logger = logging.getLogger(__name__)
+
+#: tables in dependency order (units last: a journal row only ever follows its unit's rows)
+TABLES: tuple[str, ...] = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
+                           "explanations", "irof", "similarity", "units")
+#: meta keys that may change between runs without changing what the store means
+VOLATILE_META: frozenset[str] = frozenset({"created_at", "updated_at", "code_version_last", "published_at",
+                                           "status", "arms_planned", "arms_complete"})
+
+
+class StoreConflictError(ValueError):
+    """The store was built with other settings than the ones requested."""
+
+
+@dataclass
+class UnitRows:
+    """Everything one finished unit writes: rows per table (dicts column -> value) and its journal entry."""
+
+    unit_id: str
+    kind: str
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    arm_id: str | None = None
+    model_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # wall
+    cpu_seconds: float = 0.0  # process CPU time
+
+    def count(self) -> dict[str, int]:
+        return {t: len(r) for t, r in self.rows.items() if r}
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], ignore: bool = True) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    for r in rows:
+        if list(r) != cols:
+            raise ValueError(f"rows for table {table!r} have different columns: {cols} vs {list(r)}")
+    verb = "INSERT OR IGNORE" if ignore else "INSERT"
+    sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    con.executemany(sql, [[r[c] for c in cols] for r in rows])
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in DDL:
+        con.execute(ddl)
+
+
+class StoreWriter:
+    """Holds the work file's DuckDB write lock for one precompute."""
+
+    def __init__(self, store: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.store = store
+        self.work = work_path(store)
+        self.con = con
+        self.dirty = False  # something was committed since the last publish
+
+    @classmethod
+    def open(cls, store: str | Path) -> StoreWriter:
+        store = Path(store)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        work = work_path(store)
+        wal = work.with_name(work.name + ".wal")
+        if not work.exists():
+            wal.unlink(missing_ok=True)  # a WAL without its database (killed while removing both) is stale
+            if store.is_file():
+                _copy_atomic(store, work)  # continue from the published snapshot
+        try:
+            con = duckdb.connect(str(work))
+        except duckdb.Error as exc:
+            if is_lock_error(exc):
+                raise StoreBusyError(str(work), "another precompute is writing this store") from exc
+            raise
+        remove_stale_temps(store)
+        remove_stale_temps(work)
+        ensure_schema(con)
+        w = cls(store, con)
+        if w.get_meta("schema_version") is None:
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            w.set_meta({"schema_version": str(SCHEMA_VERSION), "created_at": now, "code_version": code_version()})
+        return w
+
+    # --- meta -------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Set meta keys (one transaction); keys that already hold the value are left alone (nothing to publish)."""
+        values = {k: v for k, v in values.items() if self.get_meta(k) != v}
+        if not values:
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for k, v in values.items():
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, v])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.dirty = True
+
+    def ensure_meta(self, values: dict[str, str]) -> None:
+        """Record ``values`` in a new store; in an existing one they must be equal (else StoreConflictError)."""
+        clash = {k: (old, v) for k, v in values.items() if (old := self.get_meta(k)) is not None and old != v}
+        if clash:
+            what = "; ".join(f"{k}: store has {old!r}, requested {new!r}" for k, (old, new) in clash.items())
+            raise StoreConflictError(f"{self.store} was built with other settings ({what}); pass another --store "
+                                     f"or delete {self.store} (and {self.work}) to rebuild it")
+        missing = {k: v for k, v in values.items() if self.get_meta(k) is None}
+        if missing:
+            self.set_meta(missing)
+
+    # --- journal ----------------------------------------------------------------------------------------
+    def done_units(self) -> dict[str, str | None]:
+        """``{unit_id: model_id}`` of every finished unit."""
+        return dict(self.con.execute("SELECT unit_id, model_id FROM units").fetchall())
+
+    def commit(self, unit: UnitRows) -> None:
+        """Write a unit's rows and its journal row in one transaction."""
+        unknown = set(unit.rows) - set(TABLES[:-1])
+        if unknown:
+            raise ValueError(f"unit {unit.unit_id} writes unknown tables {sorted(unknown)}")
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table in TABLES[:-1]:
+                _insert(self.con, table, unit.rows.get(table, []))
+            _insert(self.con, "units", [{
+                "unit_id": unit.unit_id, "kind": unit.kind, "arm_id": unit.arm_id, "model_id": unit.model_id,
+                "detail": json.dumps({**unit.detail, "rows": unit.count(), "code_version": code_version()},
+                                     sort_keys=True, default=str),
+                "seconds": float(unit.seconds), "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                "cpu_seconds": float(unit.cpu_seconds)}],
+                ignore=False)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.dirty = True
+        # keep the WAL short: after a SIGKILL at most the last unit waits in it for replay
+        self.con.execute("CHECKPOINT")
+
+    def merge(self, shard: str | Path) -> int:
+        """Add the units of another store (``merge_store``); returns how many were new."""
+        n = merge_store(self.con, shard)
+        self.dirty = self.dirty or n > 0
+        return n
+
+    # --- snapshots --------------------------------------------------------------------------------------
+    def publish(self, force: bool = False) -> bool:
+        """Publish a snapshot when something changed since the last one (or ``force``); True if published."""
+        if not (self.dirty or force or not self.store.exists()):
+            return False
+        self.set_meta({"updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                       "code_version_last": code_version()})
+        publish(self.con, self.work, self.store)
+        self.dirty = False
+        logger.info("published %s", self.store)
+        return True
+
+    def close(self, remove_work: bool = False) -> None:
+        """Release the lock; ``remove_work`` deletes the work file (only after a final publish)."""
+        self.con.close()
+        if remove_work:
+            if self.dirty:
+                raise RuntimeError("refusing to remove the work file: it holds unpublished units")
+            for p in (self.work.with_name(self.work.name + ".wal"), self.work):
+                p.unlink(missing_ok=True)
+
+
+def merge_store(con: duckdb.DuckDBPyConnection, shard: str | Path) -> int:
+    """Add every unit of ``shard`` (a store written by another worker) that ``con`` lacks; returns how many.
+
+    A shard only ever holds whole units (one transaction each) and rows are content-addressed, so the rows of
+    the missing units are inserted with ``INSERT OR IGNORE`` in one transaction together with their journal
+    rows. Meta of the shard must agree on ``preset`` and ``settings_key``.
+    """
+    con.execute(f"ATTACH '{Path(shard)}' AS shard (READ_ONLY)")
+    try:
+        mine = dict(con.execute("SELECT key, value FROM main.meta").fetchall())
+        theirs = dict(con.execute("SELECT key, value FROM shard.meta").fetchall())
+        for k in ("preset", "settings_key"):
+            if k in mine and k in theirs and mine[k] != theirs[k]:
+                raise StoreConflictError(f"shard {shard} has {k} = {theirs[k]!r}, this store {mine[k]!r}")
+        new = con.execute("SELECT count(*) FROM shard.units WHERE unit_id NOT IN (SELECT unit_id FROM main.units)"
+                          ).fetchone()[0]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in TABLES:  # meta: keys this store already has (created_at, ...) are kept
+                con.execute(f"INSERT OR IGNORE INTO main.{table} BY NAME SELECT * FROM shard.{table}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DETACH shard")
+    return int(new)

@@ -1,0 +1,109 @@
+"""What every page shares: the store (with clear messages when it is missing or busy), cached queries, pickers.
+
+Not a page: ``app.py`` lists the pages with ``st.navigation``; this module is imported by them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from mtlx_core.data.layout import get_dataset_spec
+from mtlx_core.store import query
+from mtlx_core.store.errors import BUILD_HINT, StoreBusyError, StoreError, StoreMissingError
+
+TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}
+THUMBNAILS = 8  # images shown as thumbnails above the picker (all are in the picker)
+METHOD_LABELS = {"gradcam": "Grad-CAM", "random": "random baseline", "reversed": "reversed baseline"}
+
+
+def store_or_stop() -> query.Store:
+    """The current store snapshot; explains and stops the page when there is none or it is being written."""
+    path = query.store_path()
+    try:
+        return query.open_store(path)
+    except StoreMissingError:
+        st.info(f"**No study store at `{path}` yet.**\n\nBuild the tiny one (about a minute) or the demo one, "
+                "then reload this page:\n\n```bash\npython -m mtlx_core.precompute --preset smoke\n"
+                "python -m mtlx_core.precompute --preset demo\n```\n\nThe app reads the store named by the "
+                "environment variable `MTLX_STORE` (default `models_store/study.duckdb`).")
+        st.caption(BUILD_HINT)
+    except StoreBusyError as exc:
+        st.warning(f"**The store is being written.** {exc}\n\nWhat is ready appears here as soon as precompute "
+                   "publishes its first snapshot; reload in a moment.")
+    except StoreError as exc:
+        st.error(f"**The store cannot be read.** {exc}")
+    st.stop()
+    raise RuntimeError("unreachable")  # st.stop() raises; this keeps type checkers honest
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _cached(name: str, path: str, signature: str, args: tuple[Any, ...]) -> Any:
+    return getattr(query, name)(query.open_store(path), *args)
+
+
+def q(store: query.Store, name: str, *args: Any) -> Any:
+    """``query.<name>(store, *args)``, cached per store snapshot (a new snapshot invalidates it)."""
+    return _cached(name, str(store.path), store.signature, tuple(tuple(a) if isinstance(a, list) else a
+                                                                  for a in args))
+
+
+def class_names(dataset: str) -> tuple[str, ...]:
+    return get_dataset_spec(dataset).classes
+
+
+def sparsity_label(row: pd.Series | dict[str, Any]) -> str:
+    """``dense`` or ``50 %`` (achieved in brackets when it differs by more than a point)."""
+    if row["is_dense"]:
+        return "dense"
+    target, achieved = float(row["target_sparsity"]), float(row["achieved_sparsity"])
+    label = f"{target * 100:g} %"
+    return label + (f" (achieved {achieved * 100:.1f} %)" if abs(achieved - target) > 0.01 else "")
+
+
+def pick_arm(store: query.Store, key: str) -> pd.Series:
+    """Arm selector (remembers a drill-down from the Overview page)."""
+    arms = q(store, "arms")
+    if arms.empty:
+        st.info("The store has no arm yet: precompute publishes each arm when it is finished.")
+        st.stop()
+    ids = arms["arm_id"].tolist()
+    wanted = st.session_state.get("drill_arm")
+    if wanted in ids and key not in st.session_state:
+        st.session_state[key] = wanted
+    labels = dict(zip(arms["arm_id"], arms["label"], strict=True))
+    arm_id = st.selectbox("Arm", ids, format_func=lambda a: labels[a] or a, key=key)
+    return arms.set_index("arm_id").loc[arm_id]
+
+
+def pick_image(store: query.Store, model_ids: list[str], key: str) -> str:
+    """Image picker with thumbnails; only images explained for the given models are offered."""
+    imgs = q(store, "images")
+    explained = set(pd.concat([q(store, "model_images", m) for m in model_ids])["image_id"]) if model_ids else set()
+    imgs = imgs[imgs["image_id"].isin(explained)] if explained else imgs
+    if imgs.empty:
+        st.info("No image has been explained for these models yet.")
+        st.stop()
+    ids = imgs["image_id"].tolist()
+    idx = dict(zip(imgs["image_id"], imgs["idx"], strict=True))
+    image_id = st.radio("Image", ids, format_func=lambda i: f"#{idx[i]}", horizontal=True, key=key)
+    shown = ids[:THUMBNAILS]
+    pngs = q(store, "image_png", shown)
+    cols = st.columns(THUMBNAILS)
+    for col, i in zip(cols, shown, strict=False):
+        col.image(pngs[i], caption=("▶ " if i == image_id else "") + f"#{idx[i]}", width="stretch")
+    return str(image_id)
+
+
+def pick_target(store: query.Store, image_id: str, task: str, model_ids: list[str], key: str) -> tuple[int, str]:
+    """Target picker by name (class, depth bin or octant) among the targets explained on this image."""
+    t = q(store, "targets", image_id, task, model_ids)
+    if t.empty:
+        st.info(f"No {task} target is explained on this image for these models.")
+        st.stop()
+    names = dict(zip(t["target_id"].astype(int), t["target"], strict=True))
+    everywhere = t.index[t["n_models"] == t["n_models"].max()][0]  # default: a target every model explains
+    tid = st.selectbox("Target", list(names), index=int(everywhere), format_func=lambda i: names[i], key=key)
+    return int(tid), names[int(tid)]

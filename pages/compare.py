@@ -1,0 +1,115 @@
+"""Compare: one image, task and target across sparsity levels of one arm (maps, predictions, IROF, drift)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mtlx_core.precompute.similarity import map_similarity
+from mtlx_core.store.codec import decode_png
+from pages import figures
+from pages.common import TASK_LABELS, class_names, pick_arm, pick_image, pick_target, q, sparsity_label, store_or_stop
+
+st.title("Compare explanations across sparsity")
+store = store_or_stop()
+
+arm = pick_arm(store, "cmp_arm")
+levels = q(store, "arm_models", arm.name)
+levels = levels.assign(label=[sparsity_label(r) for _, r in levels.iterrows()])
+label_of = dict(zip(levels["model_id"], levels["label"], strict=True))
+drill = st.session_state.get("drill_model")
+if "cmp_models" not in st.session_state:
+    default = levels["model_id"].tolist()[:3]
+    if drill in label_of and drill not in default:
+        default = [levels["model_id"].iloc[0], drill]
+    st.session_state["cmp_models"] = default
+chosen = st.multiselect("Sparsity levels (two or more)", levels["model_id"].tolist(), key="cmp_models",
+                        format_func=label_of.get)
+if len(chosen) < 2:
+    st.info("Pick at least two sparsity levels of this arm (the dense model is the reference).")
+    st.stop()
+chosen = [m for m in levels["model_id"] if m in chosen]  # dense first, then by sparsity
+dense_id = str(arm["dense_model_id"])
+
+task_options = [t for t in TASK_LABELS if t in list(arm["tasks"])]
+if st.session_state.get("drill_task") in task_options and "cmp_task" not in st.session_state:
+    st.session_state["cmp_task"] = st.session_state["drill_task"]
+c1, c2, c3 = st.columns([2, 2, 1])
+with c1:
+    task = st.selectbox("Task", task_options, format_func=TASK_LABELS.get, key="cmp_task")
+image_id = pick_image(store, chosen, "cmp_image")
+with c2:
+    target_id, target_name = pick_target(store, image_id, task, chosen, "cmp_target")
+with c3:
+    show_slic = st.toggle("SLIC boundaries", value=False, key="cmp_slic")
+    fill_modes = q(store, "fill_modes")
+    fill_mode = st.selectbox("Fill mode", fill_modes, key="cmp_fill") if len(fill_modes) > 1 else fill_modes[0]
+
+image = decode_png(q(store, "image_png", [image_id])[image_id])
+labels = q(store, "superpixels", image_id) if show_slic else None
+maps = q(store, "saliency_maps", chosen, image_id, task, target_id)
+preds = q(store, "predictions", chosen, image_id, task)
+classes = class_names(str(arm["dataset"]))
+
+st.subheader(f"Grad-CAM for {TASK_LABELS[task].lower()} target “{target_name}”")
+cols = st.columns(len(chosen))
+height = figures.fit_height(image.shape, len(chosen))
+for col, m in zip(cols, chosen, strict=True):
+    with col:
+        if m in maps:
+            zero = " · all-zero map (no gradient reaches the layer)" if float(maps[m].max()) == 0.0 else ""
+            st.plotly_chart(figures.overlay(image, maps[m], label_of[m] + zero, labels, height=height),
+                            key=f"cmp_map_{m}")
+        else:
+            st.info(f"{label_of[m]}: this target is not explained for this model (its prediction has no such pixels).")
+        if m in preds:
+            st.plotly_chart(figures.prediction(task, preds[m], classes, f"prediction · {label_of[m]}", height),
+                            key=f"cmp_pred_{m}")
+
+st.subheader("IROF curves")
+curves = q(store, "irof_curves", chosen, image_id, task, target_id, fill_mode)
+if curves.empty:
+    st.info("No IROF curve is stored for this target.")
+else:
+    colours = {m: figures.PALETTE[i % len(figures.PALETTE)] for i, m in enumerate(chosen)}
+    left, right = st.columns([3, 2])
+    left.plotly_chart(figures.irof_curves(curves, label_of, colours), key="cmp_curves")
+    table = curves.pivot_table(index="model_id", columns="saliency_method", values="aoc", aggfunc="first")
+    table.index = [label_of.get(i, i) for i in table.index]
+    right.markdown("**AOC** (area over the curve; Grad-CAM should beat both baselines)")
+    right.dataframe(table.style.format("{:.3f}"))
+    bad = curves[curves["status"].fillna("ok") != "ok"]
+    if not bad.empty:
+        right.caption("Not computed: " + ", ".join(f"{label_of.get(r.model_id, r.model_id)} {r.saliency_method} "
+                                                     f"({r.status})" for r in bad.itertuples()))
+
+st.subheader("How far the pruned explanations moved from the dense one")
+if dense_id not in maps:
+    st.info("The dense model has no map for this target, so there is nothing to compare against.")
+    st.stop()
+pruned = [m for m in chosen if m != dense_id and m in maps]
+if not pruned:
+    st.info("None of the selected pruned models has a map for this target.")
+    st.stop()
+stored = q(store, "similarity", pruned, image_id, task, target_id)
+rows = []
+cols = st.columns(len(pruned))
+for col, m in zip(cols, pruned, strict=True):
+    diff = maps[m] - maps[dense_id]
+    col.plotly_chart(figures.difference(diff, f"{label_of[m]} − dense", figures.fit_height(image.shape, len(cols))),
+                     key=f"cmp_diff_{m}")
+    s = stored[stored["model_id"] == m]
+    if not s.empty:
+        r = s.iloc[0]
+        scores, source = (r["spearman"], r["ssim"], r["topk_iou"], r["topk"]), "store"
+    else:
+        sim = map_similarity(maps[m], maps[dense_id])
+        scores, source = (sim.spearman, sim.ssim, sim.topk_iou, sim.topk), "computed from the stored maps"
+    rows.append((label_of[m], *scores, float(np.abs(diff).mean()), source))
+numbers = ("Spearman", "SSIM", "top-k IoU", "top-k share", "mean |difference|")
+st.dataframe(pd.DataFrame(rows, columns=["model", *numbers, "source"]), hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in numbers})
+st.caption("Difference maps: red where the pruned model attributes more than the dense one, blue where less. "
+           "Spearman: rank correlation of the pixels; SSIM: structural similarity; top-k IoU: overlap of the "
+           "most salient pixels (top-k share of the image).")

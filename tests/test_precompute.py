@@ -1,0 +1,300 @@
+"""``python -m mtlx_core.precompute``: the smoke preset end to end, idempotency, SIGKILL resumption, readers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mtlx_core.precompute import get_study_preset, run_precompute
+from mtlx_core.precompute.__main__ import main
+from mtlx_core.precompute.similarity import map_similarity
+from mtlx_core.precompute.summary import bootstrap_ci
+from mtlx_core.store.errors import StoreBusyError, StoreError, StoreMissingError
+from mtlx_core.store.snapshot import open_readonly, work_path
+from mtlx_core.store.writer import TABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+#: columns that record when or where, not what (ignored when comparing stores)
+VOLATILE = {"units": ("seconds", "finished_at", "cpu_seconds"), "models": ("checkpoint",)}
+VOLATILE_META = ("created_at", "updated_at", "code_version_last")
+CODE_VERSION = re.compile(r"\d+\.\d+\.\d+(\+g[0-9a-f]+(\.dirty)?)?")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One uninterrupted smoke run (in-process, 1 thread): the reference store of this module."""
+    root = tmp_path_factory.mktemp("precompute")
+    paths = {"root": root, "data": root / "synth_smoke", "store": root / "ref" / "study.duckdb",
+             "models": root / "ref" / "models"}
+    threads = torch.get_num_threads()
+    try:
+        assert main(_args(paths["store"], paths["models"], paths["data"])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return paths
+
+
+def _args(store: Path, models: Path, data: Path) -> list[str]:
+    return ["--preset", "smoke", "--store", str(store), "--models-dir", str(models), "--data", str(data),
+            "--threads", "1", "--no-progress", "--publish-every", "1"]
+
+
+def _query(store: Path, sql: str) -> list[tuple]:
+    con = open_readonly(store)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _one(store: Path, sql: str) -> Any:
+    return _query(store, sql)[0][0]
+
+
+def store_contents(store: Path) -> dict[str, list[tuple]]:
+    """Every table's rows, sorted, without timing/location columns; NaN made comparable."""
+    con = open_readonly(store)
+    out = {}
+    try:
+        for t in TABLES:
+            cols = [c for c in (r[0] for r in con.execute(f"DESCRIBE {t}").fetchall()) if c not in VOLATILE.get(t, ())]
+            where = f"WHERE key NOT IN {VOLATILE_META}" if t == "meta" else ""
+            rows = con.execute(f"SELECT {', '.join(cols)} FROM {t} {where}").fetchall()
+            out[t] = sorted((tuple(_norm(v) for v in r) for r in rows), key=repr)
+    finally:
+        con.close()
+    return out
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    if isinstance(v, str):  # a commit landing between two runs changes the recorded code version only
+        return CODE_VERSION.sub("<code version>", v)
+    if isinstance(v, list):
+        return tuple(_norm(x) for x in v)
+    return v
+
+
+# --- the smoke preset end to end ------------------------------------------------------------------------
+
+def test_smoke_populates_every_table(shared: dict[str, Path]) -> None:
+    counts = {t: _one(shared["store"], f"SELECT count(*) FROM {t}") for t in TABLES}
+    assert all(n > 0 for n in counts.values()), counts
+    assert _one(shared["store"], "SELECT value FROM meta WHERE key = 'preset'") == "smoke"
+
+
+def test_finished_run_records_status_complete_and_every_arm(shared: dict[str, Path]) -> None:
+    arms = [a.arm_id for a in get_study_preset("smoke").arms]
+    assert _one(shared["store"], "SELECT value FROM meta WHERE key = 'status'") == "complete"
+    assert json.loads(_one(shared["store"], "SELECT value FROM meta WHERE key = 'arms_complete'")) == arms
+    assert json.loads(_one(shared["store"], "SELECT value FROM meta WHERE key = 'arms_planned'")) == arms
+
+
+def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
+    s = shared["store"]
+    preset = get_study_preset("smoke")
+    e = preset.explain
+    n_models = sum(len(a.sparsities) for a in preset.arms)
+    n_batches = math.ceil(e.images / e.batch_images)
+    assert _one(s, "SELECT count(*) FROM models") == n_models
+    assert _one(s, "SELECT count(*) FROM arms") == len(preset.arms)
+    assert _one(s, "SELECT count(*) FROM images") == e.images  # both arms share the synthetic images
+    assert _one(s, "SELECT count(*) FROM superpixels") == e.images
+    # one prediction per model, image and task of the model
+    assert _one(s, "SELECT count(*) FROM predictions") == _one(
+        s, "SELECT sum(len(tasks)) FROM models") * e.images
+    # one irof row per explanation x saliency method (Grad-CAM + baselines) x fill mode
+    n_exp = _one(s, "SELECT count(*) FROM explanations")
+    assert _one(s, "SELECT count(*) FROM irof") == n_exp * (1 + len(e.baselines)) * len(e.fill_modes)
+    assert _query(s, "SELECT count(*) FROM explanations e ANTI JOIN irof i "
+                     "USING (model_id, image_id, task, target_id)") == [(0,)]
+    # a similarity row for every pruned explanation whose target the dense model also explained
+    assert _one(s, "SELECT count(*) FROM similarity") == _one(s, """
+        SELECT count(*) FROM explanations p JOIN models m USING (model_id) JOIN arms a USING (arm_id)
+        JOIN explanations d ON d.model_id = a.dense_model_id AND d.image_id = p.image_id AND d.task = p.task
+             AND d.target_id = p.target_id AND d.layer = p.layer
+        WHERE m.target_sparsity > 0""")
+    kinds = dict(_query(s, "SELECT kind, count(*) FROM units GROUP BY kind"))
+    assert kinds == {"train": len(preset.arms), "prune": n_models - len(preset.arms), "images": n_batches,
+                     "explain": n_models * n_batches}
+    # every row says what produced it
+    assert _one(s, "SELECT count(*) FROM irof WHERE code_version IS NULL OR settings IS NULL OR seed IS NULL") == 0
+    assert _one(s, "SELECT count(*) FROM models WHERE checkpoint_sha256 IS NULL OR config IS NULL") == 0
+    assert _query(s, "SELECT DISTINCT topk FROM similarity") == [(e.topk,)]
+
+
+def test_random_baseline_is_one_map_per_image(shared: dict[str, Path]) -> None:
+    """The random curves of one image and model come from one perturbation order: with the same seed."""
+    assert _query(shared["store"], "SELECT DISTINCT seed FROM irof WHERE saliency_method = 'random'") == [(0,)]
+
+
+def test_second_run_does_no_work(shared: dict[str, Path]) -> None:
+    before = shared["store"].stat().st_mtime_ns
+    result = run_precompute(get_study_preset("smoke"), shared["store"], shared["models"],
+                            data={"*": str(shared["data"])}, progress=False)
+    assert sum(result.executed.values()) == 0
+    assert result.skipped == {u for (u,) in _query(shared["store"], "SELECT unit_id FROM units")}
+    assert shared["store"].stat().st_mtime_ns == before
+    assert not work_path(shared["store"]).exists()
+
+
+def test_unknown_preset_lists_the_valid_ones(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert main(["--preset", "nope", "--store", str(tmp_path / "s.duckdb")]) == 2
+    assert "valid presets: smoke, demo, paper" in caplog.text
+
+
+def test_missing_real_data_names_the_folder(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    missing = tmp_path / "no_cityscapes"
+    with caplog.at_level(logging.ERROR):
+        assert main(["--preset", "paper_cityscapes", "--store", str(tmp_path / "s.duckdb"),
+                     "--data", f"cityscapes={missing}"]) == 2
+    assert str(missing) in caplog.text
+    assert "convert-cityscapes" in caplog.text
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_store_defaults_to_mtlx_store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mtlx_core.precompute.__main__ import default_store
+
+    monkeypatch.setenv("MTLX_STORE", str(tmp_path / "x.duckdb"))
+    assert default_store() == tmp_path / "x.duckdb"
+    monkeypatch.delenv("MTLX_STORE")
+    assert default_store() == Path("models_store/study.duckdb")
+
+
+def test_merge_of_a_shard_reproduces_it(shared: dict[str, Path], tmp_path: Path) -> None:
+    merged = tmp_path / "merged.duckdb"
+    assert main(["--merge", str(shared["store"]), "--store", str(merged)]) == 0
+    a, b = store_contents(merged), store_contents(shared["store"])
+    assert {t: rows for t, rows in a.items() if t != "meta"} == {t: rows for t, rows in b.items() if t != "meta"}
+    assert ("preset", "smoke") in a["meta"]
+    assert main(["--merge", str(shared["store"]), "--store", str(merged)]) == 0  # nothing new: no error
+
+
+def test_unknown_arm_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="valid arms: smoke_segnet_mtan_famo_netslim, smoke_deeplab_disparse"):
+        run_precompute(get_study_preset("smoke"), tmp_path / "s.duckdb", tmp_path / "m", arms=["nope"])
+
+
+# --- pieces -----------------------------------------------------------------------------------------------
+
+def test_similarity_of_identical_and_shifted_maps() -> None:
+    a = np.random.default_rng(0).random((24, 32)).astype(np.float32)
+    s = map_similarity(a, a, 0.2)
+    assert (s.spearman, s.topk_iou, s.topk_pixels) == (pytest.approx(1.0), 1.0, round(0.2 * a.size))
+    assert s.ssim == pytest.approx(1.0)
+    assert map_similarity(a, 1 - a, 0.2).topk_iou == 0.0
+
+
+def test_bootstrap_ci_resamples_whole_images() -> None:
+    vals = np.array([1.0, 1.0, 3.0, 3.0])
+    lo, hi = bootstrap_ci(vals, np.array(["a", "a", "b", "b"]), n_boot=2000)
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+    assert bootstrap_ci(np.array([2.0, 2.0]), np.array(["a", "b"])) == (2.0, 2.0)
+
+
+# --- SIGKILL at any point ---------------------------------------------------------------------------------
+
+def _run_killed(cmd: list[str], kill_after: str | None, delay: float, store: Path) -> tuple[bool, dict[str, int]]:
+    """Run ``cmd``; SIGKILL it ``delay`` s after its first log line containing ``kill_after`` (or after ``delay``
+    s when None). Meanwhile open the store and its work file read-only: only the two store errors may occur."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+    probes = {"ok": 0, "busy": 0, "missing": 0, "error": 0}
+    seen: list[str] = []
+    t0, deadline = time.monotonic(), None if kill_after else time.monotonic() + delay
+    try:
+        while proc.poll() is None:
+            while not lines.empty():
+                line = lines.get()
+                seen.append(line)
+                if kill_after and deadline is None and kill_after in line:
+                    deadline = time.monotonic() + delay
+            if deadline is not None and time.monotonic() >= deadline:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True, probes
+            _probe(store, probes)
+            time.sleep(0.1)
+            assert time.monotonic() - t0 < 600
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave the run behind
+            proc.kill()
+            proc.wait()
+    time.sleep(0.2)
+    seen += list(lines.queue)
+    assert proc.returncode == 0, "".join(seen[-30:])
+    return False, probes
+
+
+def _probe(store: Path, probes: dict[str, int]) -> None:
+    """A reader of the store and of its work file: a query, or one of the store's errors, never anything else."""
+    for path in (store, work_path(store)):
+        try:
+            con = open_readonly(path)
+            con.execute("SELECT count(*) FROM units").fetchone()
+            con.close()
+            probes["ok"] += 1
+        except StoreBusyError:
+            probes["busy"] += 1
+        except StoreMissingError:
+            probes["missing"] += 1
+        except StoreError:  # the work file itself, between a kill and the next run: unreadable read-only
+            assert path == work_path(store)
+            probes["error"] += 1
+
+
+def _kill_and_resume(shared: dict[str, Path], tmp_path: Path, points: list[tuple[str | None, float]]) -> int:
+    store, models = tmp_path / "study.duckdb", tmp_path / "models"
+    cmd = [sys.executable, "-m", "mtlx_core.precompute", *_args(store, models, shared["data"])]
+    kills = 0
+    for kill_after, delay in points:
+        killed, probes = _run_killed(cmd, kill_after, delay, store)
+        kills += killed
+        if killed and kill_after:  # killed after a commit: the work file was locked, readers heard so
+            assert probes["busy"] > 0
+        if not killed:
+            break
+    _run_killed(cmd, None, 1e9, store)  # to the end
+    assert json.dumps(store_contents(store), default=repr) == json.dumps(store_contents(shared["store"]),
+                                                                         default=repr)
+    assert not work_path(store).exists()
+    return kills
+
+
+def test_sigkill_once_then_resume_gives_the_same_store(shared: dict[str, Path], tmp_path: Path) -> None:
+    assert _kill_and_resume(shared, tmp_path, [("unit done: explain:", 0.3)]) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_resume_gives_the_same_store(shared: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    points: list[tuple[str | None, float]] = [
+        (None, float(rng.uniform(3, 8))),  # start-up, data, first training
+        ("unit done: train:", 0.0),  # right after a commit
+        ("unit done: images:", 0.05),  # inside the first explain unit
+        ("unit done: prune:", 0.0),
+        ("published", 0.0),  # right after a snapshot
+        ("unit done: explain:", float(rng.uniform(0, 1))),
+        (None, float(rng.uniform(1, 4))),
+    ]
+    assert _kill_and_resume(shared, tmp_path, points) >= 5
