@@ -5,12 +5,16 @@ steps, then time full training steps (forward, task losses, weighting backward i
 optimizer step). Paper-size models on a CPU are timed with a small batch (``--paper-batch``) and the
 images/s is reported per image; on a GPU pass ``--device cuda`` and the preset batch size is used.
 
-    python bench/train_speed.py [--device cpu|cuda] [--steps 3] [--only demo|paper]
+    python bench/train_speed.py [--device cpu|cuda] [--steps 3] [--only demo|paper] [--threads 2]
+
+The demo budget (issue 3) is two minutes on two idle CPU cores: run ``--only demo --threads 2`` on an idle
+machine; "est. total" is s/step x the preset's iterations (training steps only: no data loading, no evaluation).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -87,7 +91,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"device={device} threads={torch.get_num_threads()} demo data {DEMO_SYNTH['height']}x{DEMO_SYNTH['width']}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device={device} threads={torch.get_num_threads()} demo data {DEMO_SYNTH['height']}x{DEMO_SYNTH['width']} "
+          f"load average {load:.2f} (timings are inflated when other processes compete for the cores)")
     print(f"{'preset':30s} {'input':>9s} {'batch':>5s} {'s/step':>8s} {'images/s':>9s} {'est. total':>11s} peak_GiB")
     for name, cfg in PRESETS.items():
         paper = cfg.synth is None
@@ -98,7 +104,8 @@ def main() -> None:
         h, w = input_size(cfg)
         total = sec * cfg.iterations * (cfg.batch_size / batch)
         peak_s = f"{peak:.2f}" if peak is not None else "-"
-        print(f"{name:30s} {h:4d}x{w:<4d} {batch:5d} {sec:8.3f} {batch / sec:9.1f} {total / 3600:9.2f} h {peak_s}")
+        total_s = f"{total:9.0f} s" if total < 3600 else f"{total / 3600:9.2f} h"
+        print(f"{name:30s} {h:4d}x{w:<4d} {batch:5d} {sec:8.3f} {batch / sec:9.1f} {total_s:>11s} {peak_s}")
 
 
 if __name__ == "__main__":
