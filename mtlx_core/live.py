@@ -85,8 +85,8 @@ def store_settings(settings: Mapping[str, Any]) -> tuple[SlicSettings, IrofSetti
     """SLIC and IROF settings matching a store's recorded explanation settings (``query.explain_settings``),
     so that live numbers are computed the way the stored ones were; defaults (D16-D18) where not recorded."""
     slic = {k: v for k, v in (settings.get("slic") or {}).items() if k != "skimage_version"}
-    forward = ForwardSettings(**{k: bool(settings[k]) for k in ("trim_tasks", "fold_bn", "channels_last")
-                                 if k in settings})
+    keys = ("trim_tasks", "batch1_numerics", "fold_bn", "channels_last")
+    forward = ForwardSettings(**{k: bool(settings[k]) for k in keys if k in settings})
     irof_settings = IrofSettings(fill_mode=(settings.get("fill_modes") or ["quantus"])[0],
                                  baselines=tuple(settings.get("baselines") or ("random", "reversed")),
                                  seed=int(settings.get("seed", 0)), forward=forward)

@@ -154,3 +154,79 @@ def test_torch_bilinear_resize_equals_cv2_linear_resize() -> None:
     small = np.random.default_rng(0).random((6, 8)).astype(np.float32)
     ours = F.interpolate(torch.from_numpy(small)[None, None], size=(96, 128), mode="bilinear", align_corners=False)
     np.testing.assert_allclose(ours[0, 0].numpy(), cv2.resize(small, (128, 96)), atol=1e-6)
+
+
+class RaisingForward(TinyMTL):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.body(x)  # runs the hooked layer, then fails
+        raise RuntimeError("forward failed")
+
+
+def test_gradcam_removes_hooks_when_the_forward_raises(batch: torch.Tensor) -> None:
+    model = RaisingForward()
+    layer = model.get_submodule(model.default_gradcam_layer)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        explain(model, batch, tasks_for()["depth"])
+    assert not layer._forward_hooks
+
+
+def test_gradcam_explains_exactly_the_non_empty_bins_and_octants_of_the_clean_prediction() -> None:
+    model, image = RegionModel(), red_square_image()[None]
+    with torch.no_grad():
+        out = model(image)
+    for name in ("depth", "normals"):
+        task = tasks_for()[name]
+        present = [t.target_id for t in task.explanation_targets(out[name][0])]
+        exps = explain(model, image, task)
+        assert [e.target_id for e in exps] == present
+        assert all(e.target.n_pixels > 0 for e in exps)
+    octants = {e.target_id for e in explain(model, image, tasks_for()["normals"])}
+    assert octants == {4, 5, 6, 7}  # z = -0.1 + 0.2 * redness > 0 everywhere: the z < 0 octants are skipped
+
+
+def test_gradcam_of_a_constant_image_gives_finite_maps_in_the_unit_interval() -> None:
+    image = torch.full((1, 3, *SIZE), 0.5)
+    for task in tasks_for().values():
+        exps = explain(TinyMTL(), image, task)
+        assert exps, task.name
+        for e in exps:
+            assert np.isfinite(e.map_input).all()
+            assert np.isfinite(e.map_layer).all()
+            assert e.map_input.min() >= 0.0
+            assert e.map_input.max() <= 1.0 + 1e-6
+            assert e.is_zero == (e.map_layer.max() == 0.0)
+
+
+def _calibrated(arch: str, images: torch.Tensor) -> torch.nn.Module:
+    """A tiny study architecture with BatchNorm statistics of ``images`` (O(1) outputs, not float noise)."""
+    from mtlx_core.models import build_model
+
+    torch.manual_seed(0)
+    extra = {"head_hidden": 8} if arch == "deeplab_resnet34" else {}
+    model = build_model(arch, {"segmentation": 5, "depth": 1, "normals": 3}, width=0.0625, **extra)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["segnet_mtan", "deeplab_resnet34"])
+def test_gradcam_matches_pytorch_grad_cam_on_the_study_architectures_at_their_default_layer(arch: str) -> None:
+    pytest.importorskip("pytorch_grad_cam")
+    size = (64, 64)
+    image = photos(size)[0]
+    model = _calibrated(arch, torch.stack(photos(size)))
+    for task_name, task in tasks_for().items():
+        exps = explain(model, image[None], task)
+        assert exps
+        assert exps[0].layer == model.default_gradcam_layer
+        for e in exps:
+            def objective(out: torch.Tensor, t: ExplanationTarget = e.target, task: object = task) -> torch.Tensor:
+                return task.gradcam_objective(out, t)
+
+            theirs = _pgc_maps(model, image, task_name, objective, layer_size=e.map_layer.shape)
+            np.testing.assert_allclose(e.map_layer, theirs, atol=1e-5, err_msg=f"{arch} {task_name} {e.target_name}")

@@ -1,11 +1,10 @@
 """The in-project IROF engine agrees with Quantus 0.6.0's IROF, patched for its bugs (decision D20).
 
 Every Grad-CAM target of all three tasks, on scikit-image's photos and on real NYUv2 frames from the shared
-sample, scored by our engine (default, optimised forwards) and by ``quantus.IROF`` one image at a time.
-The models are smooth (``TinyMTL``), so float rounding of batched or BN-folded forwards stays ~1e-7; on
-SegNet-MTAN max-unpool index ties turn rounding into visible jumps, so there the engine is compared with the
-eager model's numerics (batch size 1, nothing folded) and must match to 1e-6 (slow test; the only difference
-left is that Quantus divides by the clean score in float32).
+sample, scored by our engine (default settings: batched, task-trimmed forwards with batch-1 numerics) and by
+``quantus.IROF`` one image at a time. On SegNet-MTAN, whose max-unpool ties turn any rounding difference into
+visible jumps, the default engine must match to 1e-6 (slow test; the only difference left is that Quantus
+divides by the clean score in float32).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import pytest
 import torch
 from _explain_models import TinyMTL, photos, real_images, single_thread, tasks_for  # noqa: F401
 
-from mtlx_core.explain.fastforward import ForwardSettings
 from mtlx_core.explain.gradcam import explain
 from mtlx_core.explain.irof import IrofSettings, irof
 from mtlx_core.explain.quantus_ref import quantus_available, quantus_irof
@@ -65,7 +63,7 @@ def test_fixed_fill_mode_agrees_with_quantus_given_the_same_fill() -> None:
 
 
 @pytest.mark.slow
-def test_irof_matches_quantus_to_float_rounding_on_segnet_mtan_with_eager_numerics() -> None:
+def test_irof_matches_quantus_to_float_rounding_on_segnet_mtan_with_default_settings() -> None:
     from torch import nn
 
     from mtlx_core.models import build_model
@@ -82,7 +80,6 @@ def test_irof_matches_quantus_to_float_rounding_on_segnet_mtan_with_eager_numeri
     with torch.no_grad():
         model(images)
     model.eval()
-    exact = IrofSettings(baselines=(), chunk_size=1, forward=ForwardSettings(fold_bn=False, channels_last=False))
-    rows = agreement(model, images, exact, per_task=1)
+    rows = agreement(model, images, IrofSettings(baselines=()), per_task=1)
     assert {task for task, *_ in rows} == {"segmentation", "depth", "normals"}
     assert [(t, n) for t, n, ours, theirs in rows if abs(ours - theirs) > 1e-6] == []

@@ -1,20 +1,28 @@
-"""Cheaper inference forwards for IROF: one traced, trimmed graph per task.
+"""Cheaper inference forwards for IROF: one traced, trimmed graph per task, with batch-1 numerics.
 
 IROF forwards thousands of perturbed images and reads one task's output of each, so the engine runs, per
 task, a graph that computes only that task (the other heads and MTAN's other attention branches are dead
-code), with BatchNorm folded into the preceding convolutions and channels-last weights, under
-``torch.inference_mode``. The graph is captured with ``make_fx(pre_dispatch=True)`` on real tensors; it is
-checked against the eager model at a second batch size before use, and the eager model is used (logged)
-whenever tracing fails or disagrees.
+code), batched, under ``torch.inference_mode``. The graph is captured with ``make_fx(pre_dispatch=True)`` on
+real tensors; it is checked against the eager model before use, and the eager model is used (logged) whenever
+tracing fails or disagrees.
+
+Batch-1 numerics (``ForwardSettings.batch1_numerics``, default): PyTorch picks a convolution backend per call
+from the input's shape (on CPU, a batch of one small image runs the native im2col kernel, a larger batch
+oneDNN), and the two round differently. SegNet's max-unpool makes that rounding visible: perturbed images have
+flat regions whose conv outputs tie exactly, a tie broken differently moves a decoder value to another pixel,
+and IROF scores move by up to ~1e-2. Each convolution of the graph is therefore pinned to the backend that the
+eager model uses for ONE image (``torch._C._select_conv_backend`` on the batch-1 shapes); every per-image
+computation of the batched graph is then bit-identical to ``model(x[i:i+1])``, which is how Quantus runs it.
+The build checks that bit-identity on a probe batch and logs a warning when it does not hold.
+
+BN folding and channels-last (off by default) make each forward cheaper but change float rounding, which
+max-unpool ties can turn into AOC differences well above 1e-4 on SegNet-MTAN; they are kept as options.
 
 Public API::
 
     fwd = FastForward(model, ForwardSettings())
-    pred = fwd(task_name, x)        # (R, C, H, W), as model(x)[task_name]
-
-Folding BN changes float rounding (not the function); max-pool index ties can turn that into local
-output differences of ~1e-4 on random-init networks. ``ForwardSettings(fold_bn=False, channels_last=False)``
-gives outputs bit-identical to the eager model's.
+    pred = fwd(task_name, x)        # (R, C, H, W): row i bit-identical to model(x[i:i+1])[task_name]
+    fwd.bitwise                     # {(task, H, W): True when the build verified batch-1 bit-identity}
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ class ForwardSettings:
     """How IROF's forwards are made cheaper; recorded next to every IROF number."""
 
     trim_tasks: bool = True
-    fold_bn: bool = True
-    channels_last: bool = True
+    batch1_numerics: bool = True  # pin every conv to its batch-1 backend: rows bit-identical to batch-1 eager
+    fold_bn: bool = False  # cheaper, but changes rounding (see the module docstring)
+    channels_last: bool = False  # idem
     compile: bool = False  # torch.compile the trimmed graph; on small CPU models compile time rarely pays
 
     def to_dict(self) -> dict[str, object]:
@@ -96,6 +105,77 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     return folded
 
 
+_BACKEND_OPS = {"Slow2d", "Mkldnn", "SlowDilated2d"}
+
+
+def _conv_args(node: fx.Node) -> tuple[fx.Node, fx.Node, object, list[int], list[int], list[int], int]:
+    """``aten.conv2d.default``'s arguments with the defaults filled in."""
+    a = list(node.args) + [None] * (7 - len(node.args))
+    kw = node.kwargs
+    stride = list(kw.get("stride", a[3]) or [1, 1])
+    padding = list(kw.get("padding", a[4]) or [0, 0])
+    dilation = list(kw.get("dilation", a[5]) or [1, 1])
+    groups = int(kw.get("groups", a[6]) or 1)
+    return a[0], a[1], kw.get("bias", a[2]), stride, padding, dilation, groups
+
+
+def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, int]:
+    """Replace every ``conv2d`` by the backend op the eager model runs for ONE image; returns the counts.
+
+    The backend is what ``torch._C._select_conv_backend`` picks for the batch-1 input, recorded by running
+    ``example[:1]`` through the graph (it depends on shapes and the thread count, so pin after setting threads).
+    """
+    inputs: dict[fx.Node, torch.Tensor] = {}
+    convs = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is aten.conv2d.default]
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            out = super().run_node(n)
+            if n in convs:
+                inputs[n] = self.env[n.args[0]]
+            return out
+
+    with torch.inference_mode():
+        Recorder(gm).run(example[:1].contiguous())
+    counts: dict[str, int] = {}
+    for node in convs:
+        x_node, w_node, b_node, stride, padding, dilation, groups = _conv_args(node)
+        x = inputs[node]
+        w = getattr(gm, w_node.target) if w_node.op == "get_attr" else None
+        b = getattr(gm, b_node.target) if isinstance(b_node, fx.Node) and b_node.op == "get_attr" else None
+        if w is None or (b_node is not None and b is None):
+            continue
+        backend = str(torch._C._select_conv_backend(x, w, b, stride, padding, dilation, False, [0, 0], groups,
+                                                    None)).rsplit(".", 1)[-1]
+        counts[backend] = counts.get(backend, 0) + 1
+        if backend not in _BACKEND_OPS or (backend != "Mkldnn" and groups != 1):
+            continue
+        ksize = list(w.shape[-2:])
+        if backend == "Mkldnn":
+            target, args = aten.mkldnn_convolution.default, (x_node, w_node, b_node, padding, stride, dilation, groups)
+        elif backend == "Slow2d":
+            target, args = aten._slow_conv2d_forward.default, (x_node, w_node, ksize, b_node, stride, padding)
+        else:
+            target, args = aten.slow_conv_dilated2d.default, (x_node, w_node, ksize, b_node, stride, padding,
+                                                              dilation)
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_function(target, args)
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    return counts
+
+
+def bitwise_batch1(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, task: str,
+                   probe: torch.Tensor) -> bool:
+    """True when every row of ``fn(probe)`` is bit-identical to ``model(probe[i:i+1])[task]``."""
+    with torch.inference_mode():
+        batched = fn(probe)
+        return all(torch.equal(batched[i:i + 1], model(probe[i:i + 1])[task]) for i in range(len(probe)))
+
+
 def to_channels_last(gm: fx.GraphModule) -> None:
     """Give every 4-D constant of the graph (conv weights) a channels-last private copy."""
     for node in gm.graph.nodes:
@@ -105,13 +185,35 @@ def to_channels_last(gm: fx.GraphModule) -> None:
                 _set_const(gm, node.target, t.detach().contiguous(memory_format=torch.channels_last))
 
 
-def trace_task(model: nn.Module, task: str, example: torch.Tensor) -> fx.GraphModule:
-    """``x -> model(x)[task]`` as a graph of torch ops with every other task's computation removed."""
+def trace_all_tasks(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, list[str]]:
+    """``x -> [model(x)[t] for t in names]`` as one graph of torch ops, and the task names (traced once)."""
+    names: list[str] = []
+
+    def outputs(x: torch.Tensor) -> list[torch.Tensor]:
+        out = model(x)
+        names[:] = list(out)
+        return [out[t] for t in names]
+
     with torch.no_grad():
-        gm = make_fx(lambda x: model(x)[task], pre_dispatch=True)(example)
+        gm = make_fx(outputs, pre_dispatch=True)(example)
+    return gm, names
+
+
+def task_graph(full: fx.GraphModule, names: list[str], task: str) -> fx.GraphModule:
+    """A copy of ``full`` (from ``trace_all_tasks``) returning only ``task``, every other task's ops removed."""
+    graph = fx.Graph()
+    outs = graph.graph_copy(full.graph, {}, return_output_node=False)
+    graph.output(outs[names.index(task)])
+    gm = fx.GraphModule(full, graph)  # shares the constants with ``full``; rewrites register private copies
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def trace_task(model: nn.Module, task: str, example: torch.Tensor) -> fx.GraphModule:
+    """``x -> model(x)[task]`` as a graph of torch ops with every other task's computation removed."""
+    full, names = trace_all_tasks(model, example)
+    return task_graph(full, names, task)
 
 
 def activation_bytes(gm: fx.GraphModule, batch: int) -> int:
@@ -133,6 +235,9 @@ class FastForward:
         self._fns: dict[tuple[str, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
         self.traced: dict[tuple[str, int, int], bool] = {}
         self._act_bytes: dict[tuple[str, int, int], int] = {}
+        self._full: dict[tuple[int, int], tuple[fx.GraphModule, list[str]]] = {}  # one trace per input size
+        #: (task, H, W) -> the build verified that rows are bit-identical to batch-1 eager forwards
+        self.bitwise: dict[tuple[str, int, int], bool] = {}
         #: images forwarded per task (for throughput accounting)
         self.n_forwarded: dict[str, int] = {}
 
@@ -145,7 +250,10 @@ class FastForward:
             return self._eager(task)
         try:
             example = x[:2] if x.shape[0] >= 2 else x[:1].expand(2, *x.shape[1:])
-            gm = trace_task(self.model, task, example.contiguous())  # batch 2: no size-1 specialisation
+            hw = (int(x.shape[-2]), int(x.shape[-1]))
+            if hw not in self._full:  # batch 2: no size-1 specialisation
+                self._full[hw] = trace_all_tasks(self.model, example.contiguous())
+            gm = task_graph(*self._full[hw], task)
             probe = x[:3] if x.shape[0] >= 3 else torch.cat([x] * 3)[:3]
             with torch.inference_mode():
                 ok = torch.allclose(gm(probe), self.model(probe)[task], rtol=1e-4, atol=1e-5)
@@ -157,12 +265,24 @@ class FastForward:
         self._act_bytes[(task, *x.shape[-2:])] = activation_bytes(gm, batch=2)
         if s.fold_bn:
             logger.debug("folded %d BatchNorms into convolutions for %r", fold_batchnorm(gm), task)
+        if s.batch1_numerics:
+            try:
+                logger.debug("conv backends pinned for %r: %s", task, pin_batch1_conv_backends(gm, probe))
+            except Exception as err:  # e.g. a PyTorch without _select_conv_backend: batched kernels, logged
+                logger.warning("IROF fast forward for %r could not pin batch-1 conv backends: %s", task, err)
         if s.channels_last:
             to_channels_last(gm)
         fn: Callable[[torch.Tensor], torch.Tensor] = gm
         if s.compile:
             fn = torch.compile(gm, dynamic=False)
-        self.traced[(task, *x.shape[-2:])] = True
+        key = (task, *x.shape[-2:])
+        self.traced[key] = True
+        if s.batch1_numerics and not (s.fold_bn or s.channels_last or s.compile):
+            probe_in = probe.contiguous()
+            self.bitwise[key] = bitwise_batch1(fn, self.model, task, probe_in)
+            if not self.bitwise[key]:
+                logger.warning("IROF fast forward for %r is not bit-identical to batch-1 eager forwards; scores "
+                               "may differ from per-image references beyond rounding", task)
         return fn
 
     def activation_bytes_per_image(self, task: str, x: torch.Tensor) -> int:

@@ -17,13 +17,15 @@ pixel map ``np.random.default_rng(seed).random((H, W))``; the seed is recorded) 
 saliency order, least important first).
 
 Fill modes (D18): ``quantus`` = one scalar, the mean of the current perturbed image over channels and pixels,
-recomputed before every removal (computed exactly by a running sum; Quantus recomputes it with NumPy);
+recomputed before every removal (NumPy's float32 mean replayed step by step, as Quantus computes it);
 ``fixed`` = the per-channel mean of the original image. Every perturbed image of every request is built
 vectorised from two small tables (rank of each segment, fill value of each rank) and forwarded in chunks
 that mix targets, images and orderings of one task; an image needed by several curves (same image, same
 first k segments: e.g. the random curves of all targets of an image) is forwarded once. Nothing couples the
-rows of a chunk, so a score never depends on what shares its batch beyond float rounding of batched
-kernels. Ties in mean saliency are broken by ``np.argsort``'s default, as Quantus.
+rows of a chunk, and with the default forwards (``ForwardSettings.batch1_numerics``) every row is
+bit-identical to the eager model's forward of that one image, so a score never depends on what shares its
+batch, and the perturbed images and predictions are exactly those of Quantus' per-image loop.
+Ties in mean saliency are broken by ``np.argsort``'s default, as Quantus.
 Statuses: ``ok``; ``single_segment`` (computed; the AOC is 1); ``zero_saliency``, ``empty_target`` and
 ``zero_clean_score`` (not computed, NaN).
 """
@@ -55,6 +57,8 @@ from mtlx_core.tasks.base import ExplanationTarget, Task
 logger = logging.getLogger(__name__)
 
 BASELINES: tuple[str, ...] = ("random", "reversed")
+#: largest default chunk: on CPU, batches of 16-32 small images run faster per image than 64 (cache)
+MAX_CHUNK = 32
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy >= 2.0 / older
 
 
@@ -176,7 +180,7 @@ def _chunk_size(fwd: FastForward, task: str, images: torch.Tensor, settings: Iro
     if settings.chunk_size is not None:
         return max(1, settings.chunk_size)
     per_image = fwd.activation_bytes_per_image(task, images[:1])
-    return int(min(64, max(1, settings.memory_budget_mb * 2**20 // per_image)))
+    return int(min(MAX_CHUNK, max(1, settings.memory_budget_mb * 2**20 // per_image)))
 
 
 def _run_task(task: Task, curves: list[_Curve], items: Sequence[SaliencyItem], images: torch.Tensor,

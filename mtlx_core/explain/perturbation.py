@@ -28,11 +28,19 @@ def segment_order(saliency: np.ndarray, labels: np.ndarray, n_segments: int, cha
     a = saliency.astype(np.float32)
     if not np.all(a == 0.0):
         a = np.divide(a, np.max(np.abs(a)))
-    a = np.broadcast_to(a, (channels, *a.shape))
+    flat = np.broadcast_to(a, (channels, *a.shape)).reshape(channels, -1)
     means = np.zeros(n_segments)
-    for s in range(n_segments):
-        means[s] = np.mean(a[:, labels == s])
+    for s, idx in enumerate(segment_pixels(labels, n_segments)):
+        means[s] = np.mean(flat[:, idx])  # the same values in the same order as a[:, labels == s]
     return np.argsort(-means)
+
+
+def segment_pixels(labels: np.ndarray, n_segments: int | None = None) -> list[np.ndarray]:
+    """Flat pixel indices of each segment, ascending (the order of a boolean mask ``labels == s``)."""
+    flat = labels.ravel()
+    n = int(flat.max()) + 1 if n_segments is None else n_segments
+    order = np.argsort(flat, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(flat, minlength=n))[:-1])
 
 
 def quantus_fills(image: np.ndarray, labels: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -42,10 +50,12 @@ def quantus_fills(image: np.ndarray, labels: np.ndarray, order: np.ndarray) -> n
     bit-identical to Quantus' and chaotic layers (max-unpool index ties) see the same input.
     """
     current = image[None].astype(np.float32, copy=True)  # (1, C, H, W): Quantus' batch of one
+    flat = current.reshape(current.shape[1], -1)  # a view
+    pixels = segment_pixels(labels)
     fills = np.empty(len(order), dtype=np.float32)
     for r, s in enumerate(order):
         fills[r] = current.mean(axis=(0, 1, 2, 3))
-        np.copyto(current, fills[r], where=np.broadcast_to(labels == s, current.shape))
+        flat[:, pixels[s]] = fills[r]
     return fills
 
 

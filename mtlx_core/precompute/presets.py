@@ -54,8 +54,9 @@ class ExplainSettings:
     depth_bins: str = "equal_width"  # D13
     topk: float = 0.2  # similarity: top-k IoU with k = topk * pixels
     trim_tasks: bool = True  # IROF fast forwards: traced per-task graphs (speed; tiny models: eager is faster)
-    fold_bn: bool = True  # BN folded into convs (speed; changes float rounding only)
-    channels_last: bool = True
+    batch1_numerics: bool = True  # IROF rows bit-identical to batch-1 eager forwards (agreement with Quantus, D20)
+    fold_bn: bool = False  # BN folded into convs: faster, but the rounding change flips max-unpool ties (SegNet)
+    channels_last: bool = False  # idem
     memory_budget_mb: int = 1024
 
     def key_fields(self) -> dict[str, Any]:

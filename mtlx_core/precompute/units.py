@@ -161,8 +161,8 @@ class ModelExplainer:
         self.model = run.model.to(device).eval()
         self.device = device
         self.layer = resolve_layer(self.model, settings.layer)[0]
-        fwd = ForwardSettings(trim_tasks=settings.trim_tasks, fold_bn=settings.fold_bn,
-                              channels_last=settings.channels_last)
+        fwd = ForwardSettings(trim_tasks=settings.trim_tasks, batch1_numerics=settings.batch1_numerics,
+                              fold_bn=settings.fold_bn, channels_last=settings.channels_last)
         self.fwd = FastForward(self.model, fwd)
         self.irof_settings = {f: IrofSettings(fill_mode=f, baselines=tuple(b for b in settings.baselines
                                                                            if b != "random"),

@@ -7,7 +7,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mtlx_core.tasks.base import ExplanationTarget, MetricAccumulator, Task, masked_mean
 
@@ -109,6 +108,10 @@ class NormalsTask(Task):
 
     def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
                     target_ids: torch.Tensor) -> torch.Tensor:
-        """Mean ``(cos + 1) / 2`` between perturbed and clean normals over the octant's clean pixels (D17)."""
-        cos = F.cosine_similarity(pred, clean, dim=1)
+        """Mean ``(cos + 1) / 2`` between perturbed and clean normals over the octant's clean pixels (D17).
+
+        The cosine is ``F.cosine_similarity``'s formula written out (its CPU kernel is ~20x slower on
+        ``(R, 3, H, W)``, a sizeable share of IROF's time)."""
+        dot = (pred * clean).sum(dim=1)
+        cos = dot / (pred.square().sum(dim=1) * clean.square().sum(dim=1)).clamp_min(1e-16).sqrt()
         return masked_mean((cos + 1.0) / 2.0, masks)
