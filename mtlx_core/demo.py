@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = {**os.environ, "MTLX_STORE": str(store), "MTLX_MODELS_DIR": str(models_dir)}
     pre = app = None
+    terminated = []
+
+    def on_sigterm(signum: int, frame: object) -> None:  # stop like Ctrl-C: children too, then exit 143
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         pre = subprocess.Popen([sys.executable, "-m", "mtlx_core.precompute", *pre_argv], env=env)
         _wait_for_writer(store, pre)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if pre is not None and pre.poll() is None:
             logger.info("interrupted: run the same command again and precompute resumes where it stopped")
-        return 130
+        return 143 if terminated else 130
     finally:
         _stop(pre, "precompute")
         _stop(app, "the app")

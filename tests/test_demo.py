@@ -65,8 +65,8 @@ def test_demo_serves_the_app_while_precompute_builds_the_store(tmp_path: Path) -
         assert not work_path(store).exists()  # precompute finished and cleaned up
         assert _healthy(port)  # the app stays up after the store is complete
     finally:
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=60)
+        proc.send_signal(signal.SIGTERM)  # not SIGINT: a shell's background job ignores it (so would Python)
+        rc = proc.wait(timeout=90)
         log.close()
-    assert rc == 130
-    assert not _healthy(port)  # Ctrl-C stopped the app too
+    assert rc == 143
+    assert not _healthy(port)  # stopping the demo stopped the app too
