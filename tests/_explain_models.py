@@ -141,3 +141,20 @@ def real_images(size: tuple[int, int], n: int) -> list[torch.Tensor]:
         rgb = imread(f)[..., :3].astype(np.float32) / 255.0
         out.append(torch.from_numpy(resize(rgb, size, anti_aliasing=True).astype(np.float32)).permute(2, 0, 1))
     return [o.contiguous() for o in out]
+
+
+def calibrated_study_model(arch: str, images: torch.Tensor) -> torch.nn.Module:
+    """A tiny study architecture with BatchNorm statistics of ``images`` (O(1) outputs, not float noise)."""
+    from mtlx_core.models import build_model
+
+    torch.manual_seed(0)
+    extra = {"head_hidden": 8} if arch == "deeplab_resnet34" else {}
+    model = build_model(arch, {"segmentation": 5, "depth": 1, "normals": 3}, width=0.0625, **extra)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _explain_models import RegionModel, TinyMTL, photos, red_square_image, single_thread, tasks_for  # noqa: F401
+from _explain_models import (  # noqa: F401
+    RegionModel,
+    TinyMTL,
+    calibrated_study_model,
+    photos,
+    red_square_image,
+    single_thread,
+    tasks_for,
+)
 
 from mtlx_core.explain.gradcam import explain
 from mtlx_core.tasks import SegmentationTask
@@ -197,29 +205,12 @@ def test_gradcam_of_a_constant_image_gives_finite_maps_in_the_unit_interval() ->
             assert e.is_zero == (e.map_layer.max() == 0.0)
 
 
-def _calibrated(arch: str, images: torch.Tensor) -> torch.nn.Module:
-    """A tiny study architecture with BatchNorm statistics of ``images`` (O(1) outputs, not float noise)."""
-    from mtlx_core.models import build_model
-
-    torch.manual_seed(0)
-    extra = {"head_hidden": 8} if arch == "deeplab_resnet34" else {}
-    model = build_model(arch, {"segmentation": 5, "depth": 1, "normals": 3}, width=0.0625, **extra)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(images)
-    return model.eval()
-
-
 @pytest.mark.parametrize("arch", ["segnet_mtan", "deeplab_resnet34"])
 def test_gradcam_matches_pytorch_grad_cam_on_the_study_architectures_at_their_default_layer(arch: str) -> None:
     pytest.importorskip("pytorch_grad_cam")
     size = (64, 64)
     image = photos(size)[0]
-    model = _calibrated(arch, torch.stack(photos(size)))
+    model = calibrated_study_model(arch, torch.stack(photos(size)))
     for task_name, task in tasks_for().items():
         exps = explain(model, image[None], task)
         assert exps

@@ -7,7 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _explain_models import RegionModel, TinyMTL, photos, red_square_image, single_thread, tasks_for  # noqa: F401
+from _explain_models import (  # noqa: F401
+    RegionModel,
+    TinyMTL,
+    calibrated_study_model,
+    photos,
+    red_square_image,
+    single_thread,
+    tasks_for,
+)
 
 from mtlx_core.explain.fastforward import FastForward, ForwardSettings
 from mtlx_core.explain.gradcam import explain
@@ -181,26 +189,11 @@ def test_fast_forward_trims_tasks_exactly_and_leaves_the_model_untouched() -> No
         assert v.is_contiguous()
 
 
-def _calibrated_segnet(images: torch.Tensor) -> torch.nn.Module:
-    from mtlx_core.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("segnet_mtan", {"segmentation": 5, "depth": 1, "normals": 3}, width=0.0625)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(images)
-    return model.eval()
-
-
 @pytest.mark.parametrize("arch", ["tiny", "segnet_mtan"])
 def test_fast_forward_rows_are_bit_identical_to_batch_one_eager_forwards(arch: str) -> None:
     size = SIZE if arch == "tiny" else (32, 64)
     x = torch.stack(photos(size))
-    model = TinyMTL() if arch == "tiny" else _calibrated_segnet(x)
+    model = TinyMTL() if arch == "tiny" else calibrated_study_model("segnet_mtan", x)
     fwd = FastForward(model)
     for t in ("segmentation", "depth", "normals"):
         out = fwd(t, x)

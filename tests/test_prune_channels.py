@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -23,12 +23,7 @@ ARCHS = [MTAN3, MTAN_FAMO, MTAN_ONE, DEEPLAB]
 IDS = ["mtan-3tasks", "mtan-seg+depth", "mtan-depth", "deeplab-seg+normals"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomised(arch: str, tasks: dict[str, int], kw: dict, width: float = 0.125) -> nn.Module:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -14,13 +12,7 @@ from mtlx_core.prune.deploy import _disagreement, deploy
 from mtlx_core.prune.groups import channel_plan
 from mtlx_core.prune.netslim import netslim_keep
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(arch: str, tasks: dict[str, int], **kw: object) -> nn.Module:

@@ -99,6 +99,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a synced temporary file in ``dst``'s folder and ``os.replace``: a reader
+    of ``dst`` sees the old file or the whole new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def publish(con: duckdb.DuckDBPyConnection, work: str | Path, store: str | Path) -> Path:
     """Copy the committed state of ``work`` (open in ``con``) to ``store`` atomically; returns ``store``.
 
@@ -107,18 +122,9 @@ def publish(con: duckdb.DuckDBPyConnection, work: str | Path, store: str | Path)
     """
     work, store = Path(work), Path(store)
     con.execute("CHECKPOINT")
-    fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as dst, open(work, "rb") as src:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        # a WAL next to the store would be replayed into the new snapshot by its next reader: never ours
-        store.with_name(store.name + ".wal").unlink(missing_ok=True)
-        os.replace(tmp, store)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a WAL next to the store would be replayed into the new snapshot by its next reader: never ours
+    store.with_name(store.name + ".wal").unlink(missing_ok=True)
+    copy_atomic(work, store)
     _fsync_dir(store.parent)
     logger.debug("published %s (%.1f MB)", store, store.stat().st_size / 2**20)
     return store

@@ -23,9 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ import duckdb
 
 from mtlx_core.store.errors import StoreBusyError
 from mtlx_core.store.schema import DDL, SCHEMA_VERSION
-from mtlx_core.store.snapshot import is_lock_error, publish, remove_stale_temps, work_path
+from mtlx_core.store.snapshot import copy_atomic, is_lock_error, publish, remove_stale_temps, work_path
 from mtlx_core.version import code_version
 
 logger = logging.getLogger(__name__)
@@ -66,19 +63,6 @@ class UnitRows:
 
     def count(self) -> dict[str, int]:
         return {t: len(r) for t, r in self.rows.items() if r}
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], ignore: bool = True) -> None:
@@ -116,7 +100,7 @@ class StoreWriter:
         if not work.exists():
             wal.unlink(missing_ok=True)  # a WAL without its database (killed while removing both) is stale
             if store.is_file():
-                _copy_atomic(store, work)  # continue from the published snapshot
+                copy_atomic(store, work)  # continue from the published snapshot
         try:
             con = duckdb.connect(str(work))
         except duckdb.Error as exc:
