@@ -1,6 +1,6 @@
 """CPU speed of structurally pruned demo models: parameters, MACs and latency, dense and pruned side by side.
 
-    python bench/pruning_speed.py [--threads 1] [--repeats 25] [--netslim-run RUN] [--hrank-run RUN]
+    python bench/pruning_speed.py [--threads 1] [--repeats 25] [--netslim-run RUN] [--hrank-run RUN] [--size H W]
 
 - Network Slimming at 50-90 % on the demo SegNet-MTAN + FAMO architecture (preset ``demo_segnet_mtan_famo``,
   width read from the preset). Without ``--netslim-run`` the model is randomly initialised and its BN scale
@@ -12,7 +12,8 @@
   images between rounds (no fine-tuning: it does not change the architecture); ``--hrank-run RUN_ID`` starts
   from a trained run and ranks on its training images.
 
-Latency, two columns per batch size (1 and 8), at the demo input size with a fixed thread count:
+Latency, two columns per batch size (1 and 8), at the demo input size (``--size`` for another, e.g. the
+Cityscapes arm's 128 256) with a fixed thread count:
 
 - *eager*: ``model.eval()`` called under ``torch.inference_mode``, as in training code;
 - *deployed* (the headline): every model, dense and pruned alike, as shipped for CPU inference by
@@ -47,7 +48,7 @@ from mtlx_core.prune.hrank import ROUND_SPARSITIES
 from mtlx_core.runs import DEFAULT_MODELS_DIR, load_run
 from mtlx_core.train.config import DEMO_SYNTH, PRESETS, TrainConfig
 
-INPUT = (3, DEMO_SYNTH["height"], DEMO_SYNTH["width"])
+INPUT = (3, DEMO_SYNTH["height"], DEMO_SYNTH["width"])  # --size replaces it
 CLASSES = 7  # synthetic rooms
 BATCHES = (1, 8)
 
@@ -161,7 +162,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--netslim-run", help="trained demo_segnet_mtan_famo run to prune instead of the stand-in")
     ap.add_argument("--hrank-run", help="trained demo_segnet_mtan run to prune instead of a random init")
     ap.add_argument("--models-dir", default=DEFAULT_MODELS_DIR, help="where --netslim-run / --hrank-run live")
+    ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the demo's; "
+                    "SegNet-MTAN needs multiples of 32)")
     args = ap.parse_args(None if argv is None else list(argv))
+    if args.size:
+        global INPUT
+        INPUT = (3, *args.size)
     torch.set_num_threads(args.threads)
     print(f"CPU latency at {INPUT[1]}x{INPUT[2]}, {args.threads} thread(s), median of {args.repeats} "
           f"interleaved repeats, torch {torch.__version__}; deployed = {DEPLOYMENT}, same for dense and pruned")

@@ -6,7 +6,7 @@ computes, prepared the way a model is shipped for CPU inference:
 1. the forward is captured as a graph of ATen ops (``make_fx(pre_dispatch=True)`` on a random batch of 2, so no
    size-1 specialisation): no ``nn.Module`` dispatch, no Python control flow, only the ops that run;
 2. every inference BatchNorm that follows a convolution is folded into it
-   (``mtlx_core.explain.fastforward.fold_batchnorm``): one op fewer per conv and no normalisation pass;
+   (``mtlx_core.explain.graph_rewrites.fold_batchnorm``): one op fewer per conv and no normalisation pass;
 3. the graph is traced to TorchScript and frozen (``torch.jit.freeze``): weights become constants and the ops
    run in the C++ interpreter, without a Python call per op.
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from mtlx_core.explain.fastforward import fold_batchnorm
+from mtlx_core.explain.graph_rewrites import fold_batchnorm
 
 logger = logging.getLogger(__name__)
 
