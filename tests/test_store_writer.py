@@ -113,7 +113,10 @@ def test_reader_before_first_snapshot_gets_store_busy_error(tmp_path: Path) -> N
         open_readonly(store)
 
 
-def test_second_writer_gets_store_busy_error(tmp_path: Path) -> None:
+def test_second_writer_gets_store_busy_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mtlx_core.store.writer as writer
+
+    monkeypatch.setattr(writer, "LOCK_WAIT_S", 0.5)
     store = tmp_path / "s.duckdb"
     proc = _hold_lock(work_path(store))
     try:
@@ -121,6 +124,29 @@ def test_second_writer_gets_store_busy_error(tmp_path: Path) -> None:
             StoreWriter.open(store)
     finally:
         proc.communicate("")
+
+
+def test_writer_waits_for_a_brief_reader_of_the_work_file(tmp_path: Path) -> None:
+    """The app's status probe opens the work file read-only for a moment; a (resuming) precompute that starts
+    at that moment must wait for it, not fail with "another precompute is writing"."""
+    store = tmp_path / "s.duckdb"
+    w = StoreWriter.open(store)
+    w.close()
+    code = textwrap.dedent(f"""
+        import time, duckdb
+        con = duckdb.connect({str(work_path(store))!r}, read_only=True)
+        print("reading", flush=True)
+        time.sleep(1.0)
+        con.close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "reading"
+    try:
+        w = StoreWriter.open(store)
+        w.close()
+    finally:
+        proc.wait()
 
 
 def test_store_errors_share_a_base_class() -> None:

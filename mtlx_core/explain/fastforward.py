@@ -26,6 +26,7 @@ Public API::
 
     fwd = FastForward(model, ForwardSettings())
     pred = fwd(task_name, x)        # (R, C, H, W): row i bit-identical to model(x[i:i+1])[task_name]
+    both = fwd(ALL_TASKS, x)        # every task's output, concatenated over channels (one shared trace)
     fwd.bitwise                     # {(task, H, W): True when the build verified batch-1 bit-identity}
 """
 
@@ -44,6 +45,8 @@ from mtlx_core.explain.graph_rewrites import channels_last_max_pool, fold_batchn
 
 logger = logging.getLogger(__name__)
 aten = torch.ops.aten
+#: pseudo task name: every task output of the model concatenated over channels, in the model's output order
+ALL_TASKS = "__all__"
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,12 @@ def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[
     return counts
 
 
-def bitwise_batch1(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, task: str,
+def bitwise_batch1(fn: Callable[[torch.Tensor], torch.Tensor], ref: Callable[[torch.Tensor], torch.Tensor],
                    probe: torch.Tensor) -> bool:
-    """True when every row of ``fn(probe)`` is bit-identical to ``model(probe[i:i+1])[task]``."""
+    """True when every row of ``fn(probe)`` is bit-identical to ``ref(probe[i:i+1])`` (the eager model)."""
     with torch.inference_mode():
         batched = fn(probe)
-        return all(torch.equal(batched[i:i + 1], model(probe[i:i + 1])[task]) for i in range(len(probe)))
+        return all(torch.equal(batched[i:i + 1], ref(probe[i:i + 1])) for i in range(len(probe)))
 
 
 def trace_all_tasks(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, list[str]]:
@@ -147,10 +150,14 @@ def trace_all_tasks(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphMo
 
 
 def task_graph(full: fx.GraphModule, names: list[str], task: str) -> fx.GraphModule:
-    """A copy of ``full`` (from ``trace_all_tasks``) returning only ``task``, every other task's ops removed."""
+    """A copy of ``full`` (from ``trace_all_tasks``) returning only ``task``, every other task's ops removed;
+    for ``ALL_TASKS``, every task output concatenated over channels in ``names`` order."""
     graph = fx.Graph()
     outs = graph.graph_copy(full.graph, {}, return_output_node=False)
-    graph.output(outs[names.index(task)])
+    if task == ALL_TASKS:
+        graph.output(graph.call_function(aten.cat.default, (list(outs), 1)))
+    else:
+        graph.output(outs[names.index(task)])
     gm = fx.GraphModule(full, graph)  # shares the constants with ``full``; rewrites register private copies
     gm.graph.eliminate_dead_code()
     gm.recompile()
@@ -189,6 +196,8 @@ class FastForward:
         self.n_forwarded: dict[str, int] = {}
 
     def _eager(self, task: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        if task == ALL_TASKS:
+            return lambda x: torch.cat(list(self.model(x).values()), dim=1)
         return lambda x: self.model(x)[task]
 
     def _build(self, task: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -203,7 +212,7 @@ class FastForward:
             gm = task_graph(*self._full[hw], task)
             probe = x[:3] if x.shape[0] >= 3 else torch.cat([x] * 3)[:3]
             with torch.inference_mode():
-                ok = torch.allclose(gm(probe), self.model(probe)[task], rtol=1e-4, atol=1e-5)
+                ok = torch.allclose(gm(probe), self._eager(task)(probe), rtol=1e-4, atol=1e-5)
             if not ok:
                 raise RuntimeError("traced graph disagrees with the eager model at another batch size")
         except Exception as err:  # tracing is an optimisation: fall back to the eager model, loudly
@@ -246,7 +255,7 @@ class FastForward:
             return gm
         if s.fold_bn or s.channels_last or s.compile:
             return pinned
-        self.bitwise[key] = bitwise_batch1(pinned, self.model, task, probe.contiguous())
+        self.bitwise[key] = bitwise_batch1(pinned, self._eager(task), probe.contiguous())
         if self.bitwise[key]:
             return pinned
         logger.info("IROF fast forward for %r: batch-1 conv backends do not make rows bit-identical to batch-1 "

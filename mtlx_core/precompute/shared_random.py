@@ -3,9 +3,10 @@
 ``irof.irof`` already shares the random curve's perturbed images between the targets of one task (same image,
 same order: ``PrefixIndex``), but forwards them once per task through that task's trimmed graph. The random
 map depends only on the seed and the image size (``perturbation.random_saliency``), so the sequence is the
-same for every task: here it is forwarded once through a graph of ALL task outputs (``FastForward`` over
-:class:`AllTasks`: trimmed of nothing, BN folded, channels-last) and every target of every task is scored on
-it. The curves equal ``irof``'s ``random`` curves up to float rounding of the two graphs (a test checks it).
+same for every task: here it is forwarded once through a graph of all task outputs
+(``FastForward(...)(ALL_TASKS, x)``, from the same trace as the per-task graphs when the explainer's
+``FastForward`` is passed in: one trace per model) and every target of every task is scored on it. The curves
+equal ``irof``'s ``random`` curves up to float rounding of the two graphs (a test checks it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtlx_core.explain.fastforward import FastForward
+from mtlx_core.explain.fastforward import ALL_TASKS, FastForward
 from mtlx_core.explain.irof import IrofResult, IrofSettings, SaliencyItem
 from mtlx_core.explain.perturbation import (
     CurveTables,
@@ -28,43 +29,41 @@ from mtlx_core.explain.perturbation import (
 from mtlx_core.explain.superpixels import Superpixels
 from mtlx_core.tasks.base import Task
 
-ALL = "__all__"
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
-
-
-class AllTasks(nn.Module):
-    """``x -> {"__all__": cat(task outputs, dim=1)}``: one graph that computes every task."""
-
-    def __init__(self, model: nn.Module, tasks: Sequence[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.tasks = list(tasks)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(x)
-        return {ALL: torch.cat([out[t] for t in self.tasks], dim=1)}
 
 
 class SharedRandom:
     """Random-baseline curves of all tasks of one model; build once per model, call per image batch."""
 
-    def __init__(self, model: nn.Module, tasks: Mapping[str, Task], settings: IrofSettings) -> None:
+    def __init__(self, model: nn.Module, tasks: Mapping[str, Task], settings: IrofSettings,
+                 forward: FastForward | None = None) -> None:
+        """``forward``: the explainer's ``FastForward`` of ``model`` (shares its trace); ``None``: a new one."""
         self.tasks = dict(tasks)
         self.settings = settings
-        self.fwd = FastForward(AllTasks(model, list(tasks)), settings.forward)
+        self.model = model
+        self.fwd = forward or FastForward(model, settings.forward)
         self.slices: dict[str, slice] = {}
-        start = 0
-        for name, task in self.tasks.items():
-            self.slices[name] = slice(start, start + task.out_channels)
-            start += task.out_channels
 
     def _split(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {t: out[:, s] for t, s in self.slices.items()}
 
+    def _set_slices(self, images: torch.Tensor) -> None:
+        """Channel range of each task in ``ALL_TASKS`` outputs (the model's output order)."""
+        with torch.inference_mode():
+            out = self.model.eval()(images[:1])
+        start = 0
+        for name, y in out.items():
+            if name in self.tasks:
+                self.slices[name] = slice(start, start + y.shape[1])
+            start += y.shape[1]
+        missing = sorted(set(self.tasks) - set(self.slices))
+        if missing:
+            raise ValueError(f"the model has no output for task(s) {missing}; its outputs: {', '.join(out)}")
+
     def _chunk(self, images: torch.Tensor) -> int:
         if self.settings.chunk_size is not None:
             return max(1, self.settings.chunk_size)
-        per = self.fwd.activation_bytes_per_image(ALL, images[:1])
+        per = self.fwd.activation_bytes_per_image(ALL_TASKS, images[:1])
         return int(min(64, max(1, self.settings.memory_budget_mb * 2**20 // per)))
 
     def __call__(self, images: torch.Tensor, items: Sequence[SaliencyItem],
@@ -72,8 +71,10 @@ class SharedRandom:
         """One ``random`` IrofResult per item (same statuses and normalisation as ``irof``)."""
         s = self.settings
         device = images.device
+        if not self.slices:
+            self._set_slices(images)
         chunk = self._chunk(images)
-        clean = self._split(torch.cat([self.fwd(ALL, images[i:i + chunk]) for i in range(0, len(images), chunk)]))
+        clean = self._split(torch.cat([self.fwd(ALL_TASKS, images[i:i + chunk]) for i in range(0, len(images), chunk)]))
         clean_scores = np.array([float(self.tasks[it.target.task].irof_scores(
             clean[it.target.task][it.image_index][None], clean[it.target.task][it.image_index][None],
             it.target.mask[None].to(device), torch.tensor([it.target.target_id], device=device))[0])
@@ -108,7 +109,7 @@ class SharedRandom:
                 part = steps[start:start + chunk]
                 x = perturbed_images(images, labels, tables, torch.tensor([q for q, _ in part]),
                                      torch.tensor([k for _, k in part]), s.fill_mode)
-                pred = self._split(self.fwd(ALL, x))
+                pred = self._split(self.fwd(ALL_TASKS, x))
                 self._score(part, imgs, by_image, items, pred, clean, scores, device)
         return [self._result(r, it, superpixels, clean_scores, status, scores) for r, it in enumerate(items)]
 

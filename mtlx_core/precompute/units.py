@@ -170,7 +170,7 @@ class ModelExplainer:
                                               forward=fwd) for f in settings.fill_modes}
         self.random = ({f: SharedRandom(self.model, tasks, IrofSettings(
             fill_mode=f, baselines=("random",), seed=settings.seed, memory_budget_mb=settings.memory_budget_mb,
-            forward=fwd)) for f in settings.fill_modes} if "random" in settings.baselines else {})
+            forward=fwd), forward=self.fwd) for f in settings.fill_modes} if "random" in settings.baselines else {})
 
     def targets(self, out: dict[str, torch.Tensor], wanted: dict[tuple[int, str], set[int]] | None
                 ) -> dict[str, list[list[ExplanationTarget]]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,25 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
+#: how long a writer waits for the work file's lock: readers (the app's status probe) hold it for milliseconds,
+#: another precompute for its whole run
+LOCK_WAIT_S = 5.0
+
+
+def _connect_for_writing(work: Path) -> duckdb.DuckDBPyConnection:
+    """Open ``work`` read-write, retrying while a brief reader holds it; ``StoreBusyError`` after ``LOCK_WAIT_S``."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(work))
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreBusyError(str(work), "another precompute is writing this store") from exc
+            time.sleep(0.05)
+
+
 class StoreWriter:
     """Holds the work file's DuckDB write lock for one precompute."""
 
@@ -101,12 +121,7 @@ class StoreWriter:
             wal.unlink(missing_ok=True)  # a WAL without its database (killed while removing both) is stale
             if store.is_file():
                 copy_atomic(store, work)  # continue from the published snapshot
-        try:
-            con = duckdb.connect(str(work))
-        except duckdb.Error as exc:
-            if is_lock_error(exc):
-                raise StoreBusyError(str(work), "another precompute is writing this store") from exc
-            raise
+        con = _connect_for_writing(work)
         remove_stale_temps(store)
         remove_stale_temps(work)
         ensure_schema(con)
