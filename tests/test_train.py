@@ -69,6 +69,18 @@ def test_resumed_run_equals_uninterrupted_run(tiny_synth: Path, tmp_path: Path, 
     assert not (resumed.path / "train_state.pt").exists()
 
 
+def test_periodic_evaluation_does_not_change_the_trained_weights(tiny_synth: Path, tmp_path: Path):
+    """``eval_every`` is not part of the run id, so it must not change the weights (DeepLab has dropout)."""
+    kw = {"arch_kwargs": {"head_hidden": 8}}
+    quiet = train(tiny_config(tiny_synth, "demo_deeplab", eval_every=0, **kw), tmp_path / "a", progress=False)
+    chatty = train(tiny_config(tiny_synth, "demo_deeplab", eval_every=2, **kw), tmp_path / "b", progress=False)
+    assert quiet.run_id == chatty.run_id
+    a = torch.load(quiet.path / "model.pt", weights_only=True)
+    b = torch.load(chatty.path / "model.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_run_folder_rebuilds_the_model_alone(tiny_synth: Path, tmp_path: Path):
     cfg = tiny_config(tiny_synth, "demo_segnet_mtan")
     result = train(cfg, tmp_path, progress=False)

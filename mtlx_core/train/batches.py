@@ -76,4 +76,7 @@ def training_batches(base: MTLDataset, batch_size: int, seed: int, start: int, s
 
 
 def eval_batches(ds: MTLDataset, batch_size: int) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    """In order; with its own generator, so that an evaluation does not draw from the global random stream
+    (a DataLoader draws its base seed from it otherwise, which would move dropout masks of later training
+    steps: periodic evaluation must not change the trained weights, ``eval_every`` is not in the run id)."""
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, generator=torch.Generator())
