@@ -48,7 +48,7 @@ from mtlx_core.prune.hrank import ROUND_SPARSITIES
 from mtlx_core.runs import DEFAULT_MODELS_DIR, load_run
 from mtlx_core.train.config import DEMO_SYNTH, PRESETS, TrainConfig
 
-INPUT = (3, DEMO_SYNTH["height"], DEMO_SYNTH["width"])  # --size replaces it
+INPUT = (3, DEMO_SYNTH["height"], DEMO_SYNTH["width"])  # default input shape; --size gives another
 CLASSES = 7  # synthetic rooms
 BATCHES = (1, 8)
 
@@ -95,7 +95,7 @@ def _run_images(cfg: TrainConfig, batches: int) -> list[torch.Tensor]:
 
 
 def hrank_models(seed: int, batches: int = 2, run: str | None = None,
-                 models_dir: str = DEFAULT_MODELS_DIR) -> dict[str, nn.Module]:
+                 models_dir: str = DEFAULT_MODELS_DIR, shape: tuple[int, ...] = INPUT) -> dict[str, nn.Module]:
     if run is not None:
         model, cfg = trained_model(run, models_dir, "demo_segnet_mtan")
         images = _run_images(cfg, batches)
@@ -103,7 +103,7 @@ def hrank_models(seed: int, batches: int = 2, run: str | None = None,
         torch.manual_seed(seed)
         model = demo_model("demo_segnet_mtan")
         g = torch.Generator().manual_seed(seed)
-        images = [torch.rand(4, *INPUT, generator=g) for _ in range(batches)]
+        images = [torch.rand(4, *shape, generator=g) for _ in range(batches)]
     models = {"dense": model}
     for s in ROUND_SPARSITIES:
         plan = channel_plan(model)
@@ -112,9 +112,10 @@ def hrank_models(seed: int, batches: int = 2, run: str | None = None,
     return models
 
 
-def latencies(fns: dict[str, Callable[[torch.Tensor], object]], batch: int, repeats: int) -> dict[str, float]:
+def latencies(fns: dict[str, Callable[[torch.Tensor], object]], batch: int, repeats: int,
+              shape: tuple[int, ...] = INPUT) -> dict[str, float]:
     """Median seconds per forward pass of every callable, timed interleaved."""
-    x = torch.rand(batch, *INPUT, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         for _ in range(3):  # warm-up (TorchScript's profiling executor optimises on the first calls)
             for f in fns.values():
@@ -128,22 +129,23 @@ def latencies(fns: dict[str, Callable[[torch.Tensor], object]], batch: int, repe
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def report(title: str, models: dict[str, nn.Module], repeats: int) -> dict[str, float]:
+def report(title: str, models: dict[str, nn.Module], repeats: int,
+           shape: tuple[int, ...] = INPUT) -> dict[str, float]:
     """Print the table of one arm; returns the dense / pruned deployed latency ratio of every pruned model."""
-    example = torch.zeros(1, *INPUT)
+    example = torch.zeros(1, *shape)
     fns: dict[str, Callable[[torch.Tensor], object]] = {}
     for k, m in models.items():
         fns[f"{k}/eager"] = m.eval()
         fns[f"{k}/deployed"] = deploy(m, example)
-    lat = {b: latencies(fns, b, repeats) for b in BATCHES}
-    p0, m0 = count_params(models["dense"]), count_macs(models["dense"], INPUT)
+    lat = {b: latencies(fns, b, repeats, shape) for b in BATCHES}
+    p0, m0 = count_params(models["dense"]), count_macs(models["dense"], shape)
     print(f"\n{title}")
     print(f"{'':>36}{'batch 1 ms':>17}{'batch 8 ms':>17}{'dense / pruned, deployed':>26}")
     print(f"{'model':>10} {'params':>9} {'MACs':>12} {'params':>6} {'MACs':>6} {'eager':>8} {'deployed':>8} "
           f"{'eager':>8} {'deployed':>8} {'x b1':>7} {'x b8':>7} {'(eager b1, b8)':>16}")
     ratios = {}
     for k, m in models.items():
-        p, macs = count_params(m), count_macs(m, INPUT)
+        p, macs = count_params(m), count_macs(m, shape)
         r = {b: lat[b]["dense/deployed"] / lat[b][f"{k}/deployed"] for b in BATCHES}
         e = {b: lat[b]["dense/eager"] / lat[b][f"{k}/eager"] for b in BATCHES}
         ratios[k] = min(r.values())
@@ -165,21 +167,19 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the demo's; "
                     "SegNet-MTAN needs multiples of 32)")
     args = ap.parse_args(None if argv is None else list(argv))
-    if args.size:
-        global INPUT
-        INPUT = (3, *args.size)
+    shape = (3, *args.size) if args.size else INPUT
     torch.set_num_threads(args.threads)
-    print(f"CPU latency at {INPUT[1]}x{INPUT[2]}, {args.threads} thread(s), median of {args.repeats} "
+    print(f"CPU latency at {shape[1]}x{shape[2]}, {args.threads} thread(s), median of {args.repeats} "
           f"interleaved repeats, torch {torch.__version__}; deployed = {DEPLOYMENT}, same for dense and pruned")
     famo, plain = PRESETS["demo_segnet_mtan_famo"], PRESETS["demo_segnet_mtan"]
     models = netslim_models(args.seed, args.netslim_run, args.models_dir)
     src = f"run {args.netslim_run}" if args.netslim_run else "BN scales |N(0,1)| stand-in"
     ns = report(f"Network Slimming, demo_segnet_mtan_famo (width {models['dense'].width:g}, "
-                f"{'+'.join(famo.tasks)}; {src})", models, args.repeats)
-    models = hrank_models(args.seed, run=args.hrank_run, models_dir=args.models_dir)
+                f"{'+'.join(famo.tasks)}; {src})", models, args.repeats, shape)
+    models = hrank_models(args.seed, run=args.hrank_run, models_dir=args.models_dir, shape=shape)
     src = f"run {args.hrank_run}" if args.hrank_run else "random init, random images"
     hr = report(f"HRank rounds, demo_segnet_mtan (width {models['dense'].width:g}, {'+'.join(plain.tasks)}; "
-                f"{src})", models, args.repeats)
+                f"{src})", models, args.repeats, shape)
     print(f"netslim70_latency_ratio={ns['netslim70']:.2f} hrank75_latency_ratio={hr['hrank75']:.2f}")
 
 

@@ -31,8 +31,9 @@ def cl_max_pool2d_with_indices(x: torch.Tensor, kernel_size: list[int], stride: 
 
 def cl_max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int] | None = None,
                   padding: list[int] | int = 0, dilation: list[int] | int = 1, ceil_mode: bool = False) -> torch.Tensor:
-    """``aten.max_pool2d`` computed by the channels-last kernel; NCHW-contiguous output."""
-    return cl_max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+    """``aten.max_pool2d`` computed by the channels-last kernel (no indices); NCHW-contiguous output."""
+    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel_size, stride or kernel_size,
+                        padding, dilation, ceil_mode).contiguous()
 
 
 _REPLACEMENTS = {aten.max_pool2d_with_indices.default: cl_max_pool2d_with_indices,

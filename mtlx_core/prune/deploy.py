@@ -3,8 +3,9 @@
 ``deploy(model, example)`` returns a callable ``x -> {task: prediction}`` that computes what ``model.eval()(x)``
 computes, prepared the way a model is shipped for CPU inference:
 
-1. the forward is captured as a graph of ATen ops (``make_fx(pre_dispatch=True)`` on a random batch of 2, so no
-   size-1 specialisation): no ``nn.Module`` dispatch, no Python control flow, only the ops that run;
+1. the forward is captured as a graph of ATen ops (``explain.fastforward.trace_all_tasks``: ``make_fx`` on a
+   random batch of 2, so no size-1 specialisation): no ``nn.Module`` dispatch, no Python control flow, only
+   the ops that run;
 2. every inference BatchNorm that follows a convolution is folded into it
    (``mtlx_core.explain.graph_rewrites.fold_batchnorm``): one op fewer per conv and no normalisation pass;
 3. the graph is traced to TorchScript and frozen (``torch.jit.freeze``): weights become constants and the ops
@@ -26,8 +27,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from mtlx_core.explain.fastforward import trace_all_tasks
 from mtlx_core.explain.graph_rewrites import fold_batchnorm
 
 logger = logging.getLogger(__name__)
@@ -72,13 +73,12 @@ def deploy(model: nn.Module, example: torch.Tensor, *, tol: float = 1e-3) -> Dep
     difference relative to the mean output magnitude) at batch 1 or 3.
     """
     model.eval()
-    tasks = tuple(getattr(model, "task_names", ()))
-    if not tasks:
+    if not getattr(model, "task_names", ()):
         raise ValueError("deploy needs a multi-task model of the registry (with task_names)")
     gen = torch.Generator().manual_seed(0)
     x2 = torch.rand(2, *example.shape[1:], generator=gen, dtype=example.dtype).to(example.device)
-    with torch.no_grad():
-        gm = make_fx(lambda t: tuple(model(t)[n] for n in tasks), pre_dispatch=True)(x2)
+    gm, names = trace_all_tasks(model, x2)
+    tasks = tuple(names)
     folded = fold_batchnorm(gm)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript deprecation notices

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import duckdb
 
+from mtlx_core.atomic import atomic_file
 from mtlx_core.store.errors import StoreBusyError, StoreError, StoreMissingError
 
 logger = logging.getLogger(__name__)
@@ -100,18 +100,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through a synced temporary file in ``dst``'s folder and ``os.replace``: a reader
-    of ``dst`` sees the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy ``src`` to ``dst`` atomically (``mtlx_core.atomic``): a reader of ``dst`` sees the old file or the
+    whole new one, never a part."""
+    with atomic_file(dst) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 def publish(con: duckdb.DuckDBPyConnection, work: str | Path, store: str | Path) -> Path:
