@@ -21,7 +21,7 @@ from typing import Any
 
 from mtlx_core.explain.superpixels import SlicSettings
 from mtlx_core.prune.presets import DISPARSE_GRID, HRANK_GRID, NETSLIM_GRID, get_prune_preset
-from mtlx_core.train.config import get_preset
+from mtlx_core.train.config import get_preset, synth_cache
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class StudyPreset:
 
 
 SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
-SMOKE_TRAIN = {"data_root": "data_cache/synth_smoke", "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
+SMOKE_TRAIN = {"data_root": synth_cache(SMOKE_SYNTH), "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
                "batch_size": 2, "checkpoint_every": 2, "eval_every": 0}
 
 _ARMS_DEMO = (

@@ -31,7 +31,7 @@ from mtlx_core.runs import (
 )
 from mtlx_core.tasks import Task, build_tasks
 from mtlx_core.train.batches import training_batches
-from mtlx_core.train.config import TrainConfig
+from mtlx_core.train.config import TrainConfig, synth_cache
 from mtlx_core.train.evaluate import compare_to_baselines, evaluate, evaluate_trivial, fit_trivial_predictors
 from mtlx_core.version import code_version
 from mtlx_core.weighting import Weighting, build_weighting
@@ -70,10 +70,13 @@ def resolve_device(device: str) -> torch.device:
 def prepare_data(cfg: TrainConfig) -> tuple[MTLDataset, MTLDataset]:
     """The train and val splits; demo presets render the synthetic rooms when they are missing."""
     root = Path(cfg.data_root)
-    if cfg.synth is not None and not root.exists():
+    if cfg.synth is not None and (not root.exists() or cfg.data_root == synth_cache(cfg.synth)):
+        # generated when missing; the preset's own cache folder is also checked against the request (a clear
+        # error if it holds something else), a folder passed with --data is used as it is
         from mtlx_core.data.synth import generate_synth
 
-        logger.info("synthetic data missing at %s: generating it", root)
+        if not root.exists():
+            logger.info("synthetic data missing at %s: generating it", root)
         generate_synth(root, **cfg.synth)
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist: expected the {cfg.dataset} dataset in the MTAN "
