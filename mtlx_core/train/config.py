@@ -103,14 +103,15 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=8, iterations=480, augment=False, checkpoint_every=50, synth=DEMO_SYNTH),
     # SegNet-MTAN demo rows: width 0.125, no augmentation (a few epochs, no overfitting to fight) and the depth
     # output started at the mean training depth. The paper's step decay (x0.5 once, at half of 145k iterations)
-    # is compressed to x0.35 every 120 iterations: the runs are far from convergence and the low-lr phases are
-    # what turn the noisy high-lr iterate into a usable one. Start lr 4e-3 with FAMO (two tasks, 320
-    # iterations), 3e-3 with three tasks (360; 4e-3 was worse there). Iterations fill the 2-minute budget on 2
-    # idle cores (~0.31 s/step for three tasks, ~0.35 s/step with FAMO's re-forward); docs/demo_tuning.md.
+    # is compressed to x0.35 every 100-120 iterations: the runs are far from convergence and the low-lr phases
+    # are what turn the noisy high-lr iterate into a usable one. Start lr 4e-3 with FAMO (two tasks, 320
+    # iterations, steps at 100/200/300), 3e-3 with three tasks (360, steps at 120/240; 4e-3 was worse there).
+    # Iterations fill the 2-minute budget on 2 idle cores (~0.31 s/step for three tasks, ~0.32-0.35 s/step with
+    # FAMO's re-forward); docs/demo_tuning.md, round 4.
     "demo_segnet_mtan_famo": TrainConfig(
         preset="demo_segnet_mtan_famo", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "depth"),
         arch="segnet_mtan", width=0.125, weighting="famo", weighting_kwargs={"gamma": 0.01, "w_lr": 0.025},
-        bn_l1=1e-4, lr=4e-3, lr_step=120, lr_gamma=0.35, batch_size=8, iterations=320, augment=False,
+        bn_l1=1e-4, lr=4e-3, lr_step=100, lr_gamma=0.35, batch_size=8, iterations=320, augment=False,
         depth_bias_init=True, checkpoint_every=50, synth=DEMO_SYNTH),
     "demo_segnet_mtan": TrainConfig(
         preset="demo_segnet_mtan", dataset="synth", data_root=DEMO_DATA,
