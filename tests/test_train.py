@@ -143,16 +143,18 @@ def test_cli_prints_run_id_last_and_fails_cleanly(tiny_synth: Path, tmp_path: Pa
     assert train_cli.main(["--preset", "nyuv2_deeplab", "--data", str(tmp_path / "missing")]) == 2
 
 
+SMALL_SYNTH = {"n_train": 4, "n_val": 2, "height": 32, "width": 64, "seed": 0}
+
+
 def test_demo_cache_holding_another_dataset_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from mtlx_core.data.synth import generate_synth
     from mtlx_core.train.config import synth_cache
     from mtlx_core.train.loop import prepare_data
 
     monkeypatch.chdir(tmp_path)
-    small = {"n_train": 4, "n_val": 2, "height": 32, "width": 64, "seed": 0}
-    cache = synth_cache(small)
-    generate_synth(Path(cache), **{**small, "n_val": 3}, progress=False)  # same folder, other request
-    cfg = resolve_config("demo_segnet_mtan", synth=small, data_root=cache)
+    cache = synth_cache(SMALL_SYNTH)
+    generate_synth(Path(cache), **{**SMALL_SYNTH, "n_val": 3}, progress=False)  # same folder, other request
+    cfg = resolve_config("demo_segnet_mtan", synth=SMALL_SYNTH, data_root=cache)
     with pytest.raises(FileExistsError, match=r"n_val: 3 there, 2 requested"):
         prepare_data(cfg)
 
@@ -164,11 +166,10 @@ def test_demo_cache_is_generated_once_and_named_after_the_generator(tmp_path: Pa
     from mtlx_core.train.loop import prepare_data
 
     monkeypatch.chdir(tmp_path)
-    small = {"n_train": 4, "n_val": 2, "height": 32, "width": 64, "seed": 0}
-    assert f"-g{GENERATOR_VERSION}-" in synth_cache(small)
-    cfg = resolve_config("demo_segnet_mtan", synth=small, data_root=synth_cache(small))
+    assert f"-g{GENERATOR_VERSION}-" in synth_cache(SMALL_SYNTH)
+    cfg = resolve_config("demo_segnet_mtan", synth=SMALL_SYNTH, data_root=synth_cache(SMALL_SYNTH))
     train_ds, val_ds = prepare_data(cfg)
     assert (len(train_ds), len(val_ds)) == (4, 2)
-    stamp = (tmp_path / synth_cache(small) / "meta.json").stat().st_mtime_ns
+    stamp = (tmp_path / synth_cache(SMALL_SYNTH) / "meta.json").stat().st_mtime_ns
     prepare_data(cfg)  # the matching cache is reused as it is
-    assert (tmp_path / synth_cache(small) / "meta.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / synth_cache(SMALL_SYNTH) / "meta.json").stat().st_mtime_ns == stamp

@@ -236,13 +236,13 @@ class FastForward:
         except Exception as err:  # tracing is an optimisation: fall back to the eager model, loudly
             logger.warning("IROF fast forward for %r falls back to the eager model: %s", task, err)
             return self._eager(task)
-        self._act_bytes[(task, *x.shape[-2:])] = activation_bytes(gm, batch=2)
+        key = (task, *x.shape[-2:])
+        self._act_bytes[key] = activation_bytes(gm, batch=2)
         if s.fold_bn:
             logger.debug("folded %d BatchNorms into convolutions for %r", fold_batchnorm(gm), task)
         if s.exact_rewrites:
             logger.debug("max poolings routed to the channels-last kernel for %r: %d", task,
                          channels_last_max_pool(gm))
-        key = (task, *x.shape[-2:])
         self.traced[key] = True
         if s.batch1_numerics:
             gm = self._pinned_if_exact(gm, task, key, probe)

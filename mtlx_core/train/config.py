@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtlx_core.data.synth import GENERATOR_VERSION
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -68,8 +70,6 @@ class TrainConfig:
 def synth_cache(synth: dict[str, int]) -> str:
     """Default folder of a generated synthetic dataset: named after the generator version and the request, so
     that a cache written by an older generator or for other settings is never reused."""
-    from mtlx_core.data.synth import GENERATOR_VERSION
-
     return (f"data_cache/synth-g{GENERATOR_VERSION}-{synth['height']}x{synth['width']}-"
             f"{synth['n_train']}+{synth['n_val']}-seed{synth['seed']}")
 
