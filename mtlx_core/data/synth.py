@@ -26,7 +26,7 @@ from mtlx_core.version import code_version
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 FOLDERS: tuple[str, ...] = ("image", "label", "depth", "normal")
 # Fields that fix the content of frame i (a partial folder with the same ones can be resumed) ...
 _FRAME_KEYS = ("dataset", "generator_version", "seed", "height", "width")

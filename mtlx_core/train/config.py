@@ -95,8 +95,9 @@ PRESETS: dict[str, TrainConfig] = {
         tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", lr=1e-4, lr_step=72_500, batch_size=2,
         iterations=145_000, augment=True, eval_every=14_500, checkpoint_every=1000, num_workers=4),
     # Demo scale: the same three rows on the synthetic rooms, sized for a 2-core CPU.
-    # DeepLab: 480 iterations (x0.5 at 160 and 320), ~0.22 s/step with 2 threads, i.e. ~106 s; 300 iterations
-    # missed the normals target (0.55 of the constant normal), 480 reach 0.45 (docs/demo_tuning.md).
+    # DeepLab: 480 iterations (x0.5 at 160 and 320), 82-90 s with 2 idle threads; 300 iterations missed the
+    # normals target on generator 2 (0.55 of the constant normal), 480 reach 0.15 on generator 4
+    # (docs/demo_tuning.md).
     "demo_deeplab": TrainConfig(
         preset="demo_deeplab", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "normals"),
         arch="deeplab_resnet34", width=0.25, arch_kwargs={"head_hidden": 64}, lr=1e-3, lr_step=160,
@@ -105,9 +106,9 @@ PRESETS: dict[str, TrainConfig] = {
     # output started at the mean training depth. The paper's step decay (x0.5 once, at half of 145k iterations)
     # is compressed to x0.35 every 100-120 iterations: the runs are far from convergence and the low-lr phases
     # are what turn the noisy high-lr iterate into a usable one. Start lr 4e-3 with FAMO (two tasks, 320
-    # iterations, steps at 100/200/300), 3e-3 with three tasks (360, steps at 120/240; 4e-3 was worse there).
-    # Iterations fill the 2-minute budget on 2 idle cores (~0.31 s/step for three tasks, ~0.32-0.35 s/step with
-    # FAMO's re-forward); docs/demo_tuning.md, round 4.
+    # iterations, steps at 100/200/300, ~100 s), 3e-3 with three tasks (330, steps at 110/220, ~100 s; 4e-3 was
+    # worse there). Both leave ~15 % of the 2-minute budget on 2 idle cores (~0.31 s/step with FAMO's re-forward
+    # or a third task); docs/demo_tuning.md, rounds 4 and 5.
     "demo_segnet_mtan_famo": TrainConfig(
         preset="demo_segnet_mtan_famo", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "depth"),
         arch="segnet_mtan", width=0.125, weighting="famo", weighting_kwargs={"gamma": 0.01, "w_lr": 0.025},
@@ -115,8 +116,8 @@ PRESETS: dict[str, TrainConfig] = {
         depth_bias_init=True, checkpoint_every=50, synth=DEMO_SYNTH),
     "demo_segnet_mtan": TrainConfig(
         preset="demo_segnet_mtan", dataset="synth", data_root=DEMO_DATA,
-        tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", width=0.125, lr=3e-3, lr_step=120,
-        lr_gamma=0.35, batch_size=8, iterations=360, augment=False, depth_bias_init=True, checkpoint_every=50,
+        tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", width=0.125, lr=3e-3, lr_step=110,
+        lr_gamma=0.35, batch_size=8, iterations=330, augment=False, depth_bias_init=True, checkpoint_every=50,
         synth=DEMO_SYNTH),
 }
 
