@@ -57,8 +57,9 @@ class LiveModel:
     model: nn.Module
     tasks: dict[str, Task]
     spec: DatasetSpec
-    layer: str
+    layer: str  # default Grad-CAM layer (label or module path)
     checkpoint_matches: bool | None  # None: the store has no hash to compare with
+    task_layers: dict[str, str] = field(default_factory=dict)  # the store's primary layer per task, where it has one
     #: Grad-CAM hooks the model, so one model serves one request at a time (the app shares it across sessions)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: IROF's per-task traced forwards, built once per input size and reused
@@ -93,9 +94,22 @@ def store_settings(settings: Mapping[str, Any]) -> tuple[SlicSettings, IrofSetti
     return SlicSettings(**slic), irof_settings
 
 
-def load_store_model(record: Mapping[str, Any], store_path: str | Path, depth_bins: str = "equal_width") -> LiveModel:
+def store_layer(settings: Mapping[str, Any], arch: str, task: str, arm_id: str | None = None) -> str | None:
+    """The primary Grad-CAM layer (label) a store used for a task of a model (``ExplainSettings.primary_layer``
+    on the store's recorded settings); None: the model's default (D11)."""
+    layers = {str(k): str(v) for k, v in settings.get("primary_layers") or []}
+    for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
+        if scope in layers:
+            return layers[scope]
+    return settings.get("layer")
+
+
+def load_store_model(record: Mapping[str, Any], store_path: str | Path, depth_bins: str = "equal_width",
+                     settings: Mapping[str, Any] | None = None) -> LiveModel:
     """Load a model row of the store from its run folder (``MTLX_MODELS_DIR``, its recorded checkpoint's
-    folder, or the store's folder); ``RunError`` names the folders searched. ``depth_bins`` as the store's (D13)."""
+    folder, or the store's folder); ``RunError`` names the folders searched. ``depth_bins`` as the store's (D13);
+    ``settings``: the store's explanation settings (``query.explain_settings``), whose primary Grad-CAM layers
+    (``store_layer``) live explanations use; without them the model's default layer (D11)."""
     run_id = str(record["run_id"])
     dirs = _models_dirs(Path(store_path), record.get("checkpoint"))
     found = next((d for d in dirs if is_complete(run_dir(run_id, d))), None)
@@ -111,8 +125,10 @@ def load_store_model(record: Mapping[str, Any], store_path: str | Path, depth_bi
     tasks = build_tasks(spec, list(run.config.get("tasks") or record["tasks"]))
     if "depth" in tasks and depth_bins != "equal_width":
         tasks["depth"] = DepthTask(spec.depth_kind, bins=depth_bins)
+    arch = str(record.get("arch") or getattr(run.model, "arch_name", ""))
+    task_layers = {t: lay for t in tasks if (lay := store_layer(settings or {}, arch, t, record.get("arm_id")))}
     return LiveModel(str(record["model_id"]), run_id, run.model, tasks, spec,
-                     getattr(run.model, "default_gradcam_layer", ""), matches)
+                     getattr(run.model, "default_gradcam_layer", ""), matches, task_layers)
 
 
 def working_size(height: int, width: int, spec: DatasetSpec, scale: str = "model") -> tuple[int, int]:
@@ -159,7 +175,7 @@ def explain_image(lm: LiveModel, x: torch.Tensor, task: str, layer: str | None =
     with lm.lock:
         handle = lm.model.register_forward_hook(lambda _m, _i, out: outputs.append(out))
         try:
-            exps = explain(lm.model, x, lm.tasks[task], layer or lm.layer or None)
+            exps = explain(lm.model, x, lm.tasks[task], layer or lm.task_layers.get(task) or lm.layer or None)
         finally:
             handle.remove()
     return LiveResult(task, display_prediction(task, outputs[0][task][0]), {e.target_id: e for e in exps})

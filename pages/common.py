@@ -17,6 +17,7 @@ from mtlx_core.store.errors import BUILD_HINT, StoreBusyError, StoreError, Store
 TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}
 THUMBNAILS = 8  # images shown as thumbnails above the picker (all are in the picker)
 METHOD_LABELS = {"gradcam": "Grad-CAM", "random": "random baseline", "reversed": "reversed baseline"}
+VALUE_LABELS = {"aoc_norm": "AOC / segments", "aoc": "AOC"}  # the IROF score columns the pages offer
 
 
 def store_or_stop() -> query.Store:
@@ -107,3 +108,34 @@ def pick_target(store: query.Store, image_id: str, task: str, model_ids: list[st
     everywhere = t.index[t["n_models"] == t["n_models"].max()][0]  # default: a target every model explains
     tid = st.selectbox("Target", list(names), index=int(everywhere), format_func=lambda i: names[i], key=key)
     return int(tid), names[int(tid)]
+
+
+def layer_name(label: str, role: str) -> str:
+    """A Grad-CAM layer's label as the pages show it: the study's layer is marked ``(primary)``."""
+    return f"{label} (primary)" if role == "primary" else label
+
+
+def pick_layer(store: query.Store, model_ids: list[str], key: str, task: str | None = None
+               ) -> tuple[str | None, str]:
+    """Grad-CAM layer selector among the layers the models have for the task (primary first).
+
+    Returns the ``layer`` argument of ``saliency_maps`` / ``irof_curves`` (``None`` for the primary layer) and
+    the chosen layer's label."""
+    lay = q(store, "layers", model_ids, task)
+    if lay.empty:
+        st.info("No explanation is stored for these models yet.")
+        st.stop()
+    labels = lay["layer_label"].tolist()
+    role = dict(zip(labels, lay["layer_role"], strict=True))
+    n_models = dict(zip(labels, lay["n_models"].astype(int), strict=True))
+    if key in st.session_state and st.session_state[key] not in labels:  # e.g. other models picked since
+        del st.session_state[key]
+
+    def name(label: str) -> str:
+        some = f" · {n_models[label]} of {len(model_ids)} models" if n_models[label] < len(model_ids) else ""
+        return layer_name(label, role[label]) + some
+
+    label = st.selectbox("Grad-CAM layer", labels, format_func=name, key=key, disabled=len(labels) == 1,
+                         help="The study's layer is the primary one; the others are the layer ablation (the Layers "
+                              "page compares them). Only the primary layer has the reversed baseline.")
+    return (None if role[label] == "primary" else str(label)), str(label)

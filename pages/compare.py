@@ -9,7 +9,17 @@ import streamlit as st
 from mtlx_core.precompute.similarity import map_similarity
 from mtlx_core.store.codec import decode_png
 from pages import figures
-from pages.common import TASK_LABELS, class_names, pick_arm, pick_image, pick_target, q, sparsity_label, store_or_stop
+from pages.common import (
+    TASK_LABELS,
+    class_names,
+    pick_arm,
+    pick_image,
+    pick_layer,
+    pick_target,
+    q,
+    sparsity_label,
+    store_or_stop,
+)
 
 st.title("Compare explanations across sparsity")
 store = store_or_stop()
@@ -38,6 +48,7 @@ if st.session_state.get("drill_task") in task_options and "cmp_task" not in st.s
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
     task = st.selectbox("Task", task_options, format_func=TASK_LABELS.get, key="cmp_task")
+    layer, layer_label = pick_layer(store, chosen, "cmp_layer", task)
 image_id = pick_image(store, chosen, "cmp_image")
 with c2:
     target_id, target_name = pick_target(store, image_id, task, chosen, "cmp_target")
@@ -48,11 +59,11 @@ with c3:
 
 image = decode_png(q(store, "image_png", [image_id])[image_id])
 labels = q(store, "superpixels", image_id) if show_slic else None
-maps = q(store, "saliency_maps", chosen, image_id, task, target_id)
+maps = q(store, "saliency_maps", chosen, image_id, task, target_id, layer)
 preds = q(store, "predictions", chosen, image_id, task)
 classes = class_names(str(arm["dataset"]))
 
-st.subheader(f"Grad-CAM for {TASK_LABELS[task].lower()} target “{target_name}”")
+st.subheader(f"Grad-CAM at layer {layer_label} for {TASK_LABELS[task].lower()} target “{target_name}”")
 cols = st.columns(len(chosen))
 height = figures.fit_height(image.shape, len(chosen))
 for col, m in zip(cols, chosen, strict=True):
@@ -62,13 +73,16 @@ for col, m in zip(cols, chosen, strict=True):
             st.plotly_chart(figures.overlay(image, maps[m], label_of[m] + zero, labels, height=height),
                             key=f"cmp_map_{m}")
         else:
-            st.info(f"{label_of[m]}: this target is not explained for this model (its prediction has no such pixels).")
+            st.info(f"{label_of[m]}: this target is not explained for this model at this layer (its prediction has "
+                    "no such pixels, or the layer was not explained for it).")
         if m in preds:
             st.plotly_chart(figures.prediction(task, preds[m], classes, f"prediction · {label_of[m]}", height),
                             key=f"cmp_pred_{m}")
 
 st.subheader("IROF curves")
-curves = q(store, "irof_curves", chosen, image_id, task, target_id, fill_mode)
+curves = q(store, "irof_curves", chosen, image_id, task, target_id, fill_mode, layer)
+if layer is not None:  # the stored reversed ordering is the primary layer's map reversed: not this layer's baseline
+    curves = curves[curves["saliency_method"] != "reversed"]
 if curves.empty:
     st.info("No IROF curve is stored for this target.")
 else:
@@ -77,7 +91,10 @@ else:
     left.plotly_chart(figures.irof_curves(curves, label_of, colours), key="cmp_curves")
     table = curves.pivot_table(index="model_id", columns="saliency_method", values="aoc", aggfunc="first")
     table.index = [label_of.get(i, i) for i in table.index]
-    right.markdown("**AOC** (area over the curve; Grad-CAM should beat both baselines)")
+    right.markdown("**AOC** (area over the curve; Grad-CAM should beat the baselines)")
+    if layer is not None:
+        right.caption("At a layer of the ablation only the random baseline applies: the reversed ordering is "
+                      "stored for the primary layer's map.")
     right.dataframe(table.style.format("{:.3f}"))
     bad = curves[curves["status"].fillna("ok") != "ok"]
     if not bad.empty:
@@ -92,7 +109,9 @@ pruned = [m for m in chosen if m != dense_id and m in maps]
 if not pruned:
     st.info("None of the selected pruned models has a map for this target.")
     st.stop()
+# the stored similarities compare the primary layer's maps; at another layer they are computed from its maps
 stored = q(store, "similarity", pruned, image_id, task, target_id)
+stored = stored if layer is None else stored.iloc[0:0]
 rows = []
 cols = st.columns(len(pruned))
 for col, m in zip(cols, pruned, strict=True):

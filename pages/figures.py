@@ -180,3 +180,40 @@ def curve_position(curves: Mapping[str, np.ndarray], k: int, height: int = 300) 
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="segments removed",
                       yaxis_title="score / clean score", legend={"orientation": "h", "y": -0.3})
     return fig
+
+
+def margin_by_layer(df: pd.DataFrame, layers: Sequence[str], names: Mapping[str, str], models: Sequence[str],
+                    model_labels: Mapping[str, str], dense_id: str, y_title: str, alpha: float = 0.05,
+                    height: int = 380) -> go.Figure:
+    """Layer ablation of one task: margin over the random ordering (95 % interval) per layer, one trace per model.
+
+    ``layers`` gives the x order (primary first) and ``names`` their tick labels; the models are spread a little
+    around each tick so their intervals do not overlap; filled markers: Holm-adjusted p < ``alpha``; the dense
+    model is black and larger."""
+    fig = go.Figure()
+    pos = {lay: i for i, lay in enumerate(layers)}
+    width = 0.5 / max(1, len(models))
+    for j, m in enumerate(models):
+        g = df[(df["model_id"] == m) & df["layer_label"].isin(list(pos))]
+        if g.empty:
+            continue
+        g = g.assign(x=g["layer_label"].map(pos) + (j - (len(models) - 1) / 2) * width).sort_values("x")
+        dense = m == dense_id
+        colour = "#111111" if dense else PALETTE[j % len(PALETTE)]
+        significant = g["p_holm"] < alpha
+        fig.add_trace(go.Scatter(
+            x=g["x"], y=g["margin"], mode="markers", name=model_labels.get(m, m),
+            marker={"color": colour, "size": 12 if dense else 9, "line": {"color": colour, "width": 2},
+                    "symbol": ["circle" if s else "circle-open" for s in significant]},
+            error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["margin"],
+                     "arrayminus": g["margin"] - g["ci_low"], "color": colour, "thickness": 2 if dense else 1.2},
+            customdata=g[["layer_label", "ci_low", "ci_high", "p_holm", "n_images"]].to_numpy(),
+            hovertemplate=f"{model_labels.get(m, m)} · " "%{customdata[0]}<br>margin %{y:.4g} "
+                          "[%{customdata[1]:.4g}, %{customdata[2]:.4g}]<br>Holm p %{customdata[3]:.2g} · "
+                          "%{customdata[4]} images<extra></extra>"))
+    fig.add_hline(y=0, line={"color": "grey", "dash": "dash", "width": 1})
+    fig.update_xaxes(tickvals=list(range(len(layers))), ticktext=[names.get(lay, lay) for lay in layers],
+                     range=[-0.5, len(layers) - 0.5], title="Grad-CAM layer")
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis_title=y_title,
+                      legend={"orientation": "h", "y": -0.3, "font": {"size": 11}})
+    return fig

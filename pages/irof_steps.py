@@ -9,7 +9,17 @@ import streamlit as st
 from mtlx_core.live import removal_order, removal_ranks, step_image
 from mtlx_core.store.codec import decode_png
 from pages import figures
-from pages.common import METHOD_LABELS, TASK_LABELS, pick_arm, pick_image, pick_target, q, sparsity_label, store_or_stop
+from pages.common import (
+    METHOD_LABELS,
+    TASK_LABELS,
+    pick_arm,
+    pick_image,
+    pick_layer,
+    pick_target,
+    q,
+    sparsity_label,
+    store_or_stop,
+)
 
 st.title("IROF step by step")
 st.caption("IROF removes the SLIC segments one after another, most salient first, replacing them by a fill value; "
@@ -20,21 +30,28 @@ store = store_or_stop()
 arm = pick_arm(store, "st_arm")
 levels = q(store, "arm_models", arm.name)
 label_of = {r["model_id"]: sparsity_label(r) for _, r in levels.iterrows()}
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 model_id = c1.selectbox("Model", list(label_of), format_func=label_of.get, key="st_model")
 task = c2.selectbox("Task", [t for t in TASK_LABELS if t in list(arm["tasks"])], format_func=TASK_LABELS.get,
                     key="st_task")
-ordering = c3.selectbox("Ordering", ["gradcam", "reversed", "random"], key="st_order",
+with c3:
+    layer, layer_label = pick_layer(store, [model_id], "st_layer", task)
+# the reversed ordering is stored for the primary layer's map only; random does not depend on the map
+orderings = ["gradcam", "reversed", "random"] if layer is None else ["gradcam", "random"]
+if st.session_state.get("st_order") not in orderings:
+    st.session_state.pop("st_order", None)
+ordering = c4.selectbox("Ordering", orderings, key="st_order",
                         format_func=lambda m: METHOD_LABELS[m] if m != "gradcam" else "Grad-CAM (most salient first)")
 modes = q(store, "fill_modes")
-fill_mode = c4.selectbox("Fill mode", modes, key="st_fill")
+fill_mode = c5.selectbox("Fill mode", modes, key="st_fill")
 image_id = pick_image(store, [model_id], "st_image")
 target_id, target_name = pick_target(store, image_id, task, [model_id], "st_target")
 
-curves = q(store, "irof_curves", [model_id], image_id, task, target_id, fill_mode)
-maps = q(store, "saliency_maps", [model_id], image_id, task, target_id)
+curves = q(store, "irof_curves", [model_id], image_id, task, target_id, fill_mode, layer)
+curves = curves if layer is None else curves[curves["saliency_method"] != "reversed"]
+maps = q(store, "saliency_maps", [model_id], image_id, task, target_id, layer)
 if curves.empty or model_id not in maps:
-    st.info("No IROF curve is stored for this model, target and fill mode.")
+    st.info("No IROF curve is stored for this model, target, layer and fill mode.")
     st.stop()
 by_method = {r.saliency_method: r for r in curves.itertuples()}
 row = by_method.get(ordering)
@@ -67,6 +84,6 @@ perturbed = step_image(image.astype(np.float32) / 255.0, labels, order, k, fill_
 mid.plotly_chart(figures.picture(perturbed, f"perturbed image after {k} removals", height), key="st_perturbed")
 others = {m: r.curve for m, r in by_method.items() if m != ordering}
 right.plotly_chart(figures.curve_position({ordering: row.curve[:n], **others}, k, height), key="st_curve")
-st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}. The perturbed image is rebuilt "
-           "from the stored 8-bit image, superpixels and map with the library's own perturbation code, so it matches "
-           "what IROF scored up to 8-bit rounding of the image.")
+st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, Grad-CAM layer {layer_label}. "
+           "The perturbed image is rebuilt from the stored 8-bit image, superpixels and map with the library's own "
+           "perturbation code, so it matches what IROF scored up to 8-bit rounding of the image.")

@@ -38,10 +38,12 @@ def read_bundled(name: str) -> LoadedImage:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model …")
-def load_model(model_id: str, store_path: str, signature: str, depth_bins: str) -> LiveModel:
+def load_model(model_id: str, store_path: str, signature: str, depth_bins: str,
+               layers: tuple[tuple[str, str], ...], layer: str | None) -> LiveModel:
     from mtlx_core.store import query
 
-    lm = load_store_model(query.model_record(query.open_store(store_path), model_id), store_path, depth_bins)
+    record = query.model_record(query.open_store(store_path), model_id)
+    lm = load_store_model(record, store_path, depth_bins, {"primary_layers": layers, "layer": layer})
     with torch.no_grad():  # first forward allocates and picks kernels: do it while the spinner says "loading"
         lm.model(torch.zeros(1, 3, lm.spec.height, lm.spec.width))
     return lm
@@ -85,7 +87,8 @@ scale = c3.radio("Resolution", ["model", "original"], horizontal=True, key="lv_s
 settings = q(store, "explain_settings")
 slic, irof_settings = store_settings(settings)
 try:
-    models = {m: load_model(m, str(store.path), store.signature, settings.get("depth_bins", "equal_width"))
+    models = {m: load_model(m, str(store.path), store.signature, settings.get("depth_bins", "equal_width"),
+                            tuple(map(tuple, settings.get("primary_layers") or [])), settings.get("layer"))
               for m in (dense_id, pruned_id)}
 except (RunError, KeyError, ValueError) as exc:
     st.error(f"**The model cannot be loaded.** {exc}")

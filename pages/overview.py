@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
 import streamlit as st
 
 from mtlx_core.store import query
 from pages import figures
-from pages.common import METHOD_LABELS, TASK_LABELS, q, store_or_stop
+from pages.common import METHOD_LABELS, TASK_LABELS, VALUE_LABELS, q, store_or_stop
+
+#: verdict of ``query.beats_chance`` -> how the Overview shows it
+VERDICT_STYLE: dict[str, tuple[Callable[..., Any], str]] = {
+    "clearly beats chance": (st.success, ":material/check_circle:"),
+    "beats chance": (st.info, ":material/check:"),
+    "no better than chance": (st.warning, ":material/remove:"),
+    "worse than chance": (st.error, ":material/close:"),
+}
+BEATS = ("clearly beats chance", "beats chance")
+
+
+def signed(x: float, sign: str = "+") -> str:
+    """A score difference: three decimals, two significant digits when it is smaller than 0.001."""
+    return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:{sign}.2g}"
+
+
+def share(x: float) -> str:
+    """A share in percent with one decimal (so 19.9 % is not shown as the 20 % bar of "clearly")."""
+    if pd.isna(x):
+        return "n/a"
+    return f"{x * 100:.1f} %" if abs(x) >= 0.01 else f"{x * 100:.2g} %"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def dense_name(arm_label: str) -> str:
+    """The dense model of an arm by its arm's label without the pruning method (the label's last part)."""
+    return arm_label.rsplit(" · ", 1)[0] if " · " in arm_label else arm_label
+
+
+def chance_line(r: pd.Series, arm_label: str, unit: str) -> str:
+    """One dense model x task cell of ``beats_chance`` in plain words."""
+    return (f"**{dense_name(arm_label)}** — {TASK_LABELS.get(r['task'], r['task'])}: Grad-CAM at layer "
+            f"`{r['layer_label']}` **{r['verdict']}**: {signed(r['margin'])} {unit} over the random ordering "
+            f"(95 % CI [{signed(r['ci_low'], '')}, {signed(r['ci_high'], '')}]), {share(r['margin_share'])} of the "
+            f"random baseline's score; Wilcoxon p = {r['p']:.2g}, Holm-adjusted {r['p_holm']:.2g}; "
+            f"{plural(int(r['n_images']), 'image')}, {plural(int(r['n_targets']), 'target')}.")
+
 
 st.title("Faithfulness of explanations under pruning")
 store = store_or_stop()
@@ -36,21 +80,61 @@ if counts.get("irof", 0) == 0:
 
 arms = q(store, "arms")
 arm_labels = dict(zip(arms["arm_id"], arms["label"], strict=True))
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, _ = st.columns([1, 1, 2])
 modes = q(store, "fill_modes")
 fill_mode = c1.selectbox("IROF fill mode", modes, key="ov_fill", help="D18: quantus = running image mean; "
                          "fixed = per-channel mean of the original image")
-value = c2.radio("AOC", ["aoc_norm", "aoc"], horizontal=True, key="ov_value",
-                 format_func=lambda v: {"aoc_norm": "AOC / segments", "aoc": "AOC"}[v])
-x = c3.radio("Sparsity axis", ["target_sparsity", "sparsity"], horizontal=True, key="ov_x",
-             format_func=lambda v: {"target_sparsity": "target", "sparsity": "achieved"}[v])
-baselines = c4.multiselect("Baselines", ["random", "reversed"], default=["random"], key="ov_baselines",
-                           format_func=METHOD_LABELS.get)
+value = c2.radio("AOC", ["aoc_norm", "aoc"], horizontal=True, key="ov_value", format_func=VALUE_LABELS.get)
+
+st.subheader("Do the dense explanations beat chance?")
+chance = q(store, "beats_chance", fill_mode, value)
+cells = [(a.arm_id, t) for a in arms.itertuples() for t in TASK_LABELS if t in list(a.tasks)]
+missing = [c for c in cells if c not in set(zip(chance["arm_id"], chance["task"], strict=True))]
+if chance.empty:
+    st.info(f"**No comparison with chance on this store:** it holds no random-ordering IROF curve (fill mode "
+            f"`{fill_mode}`) on targets where a dense model's Grad-CAM curve was scored, so whether the explanations "
+            "beat chance cannot be told. Precompute stores the random baseline when the preset's baselines include "
+            "`random` (the default).")
+else:
+    n_beat = int(chance["verdict"].isin(BEATS).sum())
+    n_clear = int((chance["verdict"] == BEATS[0]).sum())
+    no_verdict = f"; {len(missing)} more {'has' if len(missing) == 1 else 'have'} no verdict" if missing else ""
+    st.markdown(f"**The dense explanations beat chance for {n_beat} of {len(chance)} model × task cells**"
+                + (f" ({n_clear} clearly)" if n_beat else "") + no_verdict + ".")
+    for _, r in chance.iterrows():
+        alert, icon = VERDICT_STYLE.get(str(r["verdict"]), (st.warning, ":material/help:"))
+        alert(chance_line(r, arm_labels.get(r["arm_id"]) or str(r["arm_id"]), VALUE_LABELS[value]), icon=icon)
+    for arm_id, task in missing:
+        st.warning(f"**{dense_name(arm_labels.get(arm_id) or arm_id)}** — {TASK_LABELS[task]}: no verdict: no "
+                   "target has both a scored Grad-CAM curve at the primary layer and a random-ordering curve (e.g. "
+                   "every Grad-CAM map of this task is all-zero there).", icon=":material/help:")
+    st.caption("The margin of an image is Grad-CAM's IROF score minus the score of a random removal order on the "
+               "same targets; shown is its mean over the images with a 95 % BCa bootstrap interval, a two-sided "
+               "Wilcoxon signed-rank test over the images, Holm-adjusted over all the dense cells. *Clearly*: "
+               "significant and at least 20 % of the random baseline's score. A pruning comparison below only "
+               "means something where the dense model beats chance: elsewhere there is no faithful explanation "
+               "for pruning to keep.")
+    table = chance.assign(arm=chance["arm_id"].map(arm_labels), task=chance["task"].map(TASK_LABELS))
+    cols = ["arm", "model_id", "task", "layer_label", "verdict", "margin", "ci_low", "ci_high", "margin_share",
+            "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
+    score = st.column_config.NumberColumn(format="%.4g")
+    st.dataframe(table[cols], hide_index=True, key="ov_chance_table", column_config={
+        **dict.fromkeys(("margin", "ci_low", "ci_high", "gradcam", "random"), score),
+        "margin_share": st.column_config.NumberColumn("margin / random", format="percent"),
+        "p": st.column_config.NumberColumn("Wilcoxon p", format="%.2g"),
+        "p_holm": st.column_config.NumberColumn("Holm p", format="%.2g"), "layer_label": "layer"})
+    st.download_button("Download the chance check (CSV)", table[cols].to_csv(index=False).encode(),
+                       file_name=f"beats_chance_{fill_mode}_{value}.csv", mime="text/csv", key="ov_csv_chance")
 
 fig4 = q(store, "figure4", fill_mode, value)
 perf = q(store, "performance")
 tasks = [t for t in TASK_LABELS if t in set(fig4["task"]) | set(perf["task"])]
 st.subheader("Mean AOC and task performance vs sparsity")
+c3, c4, _ = st.columns([1, 1, 2])
+x = c3.radio("Sparsity axis", ["target_sparsity", "sparsity"], horizontal=True, key="ov_x",
+             format_func=lambda v: {"target_sparsity": "target", "sparsity": "achieved"}[v])
+baselines = c4.multiselect("Baselines", ["random", "reversed"], default=["random"], key="ov_baselines",
+                           format_func=METHOD_LABELS.get)
 st.caption("Left: mean AOC of Grad-CAM (solid, 95 % bootstrap interval over images) and of the baselines (dashed "
            "random, dotted reversed); higher = more faithful. Right: the task's primary validation metric "
            "(pooled over all pixels of the split, so it has no per-image interval) and the trivial predictor. "

@@ -18,6 +18,7 @@ from mtlx_core.store import query
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300
+TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}  # as the pages say
 
 
 @pytest.fixture
@@ -49,9 +50,10 @@ def widget_keys(at: AppTest) -> set[str]:
 @pytest.mark.parametrize(("page", "title", "keys"), [
     (None, "Faithfulness of explanations under pruning", {"ov_fill", "ov_value", "ov_x", "ov_baselines", "ov_model"}),
     ("pages/compare.py", "Compare explanations across sparsity",
-     {"cmp_arm", "cmp_models", "cmp_task", "cmp_image", "cmp_target", "cmp_slic"}),
+     {"cmp_arm", "cmp_models", "cmp_task", "cmp_layer", "cmp_image", "cmp_target", "cmp_slic"}),
+    ("pages/layers.py", "Faithfulness by layer", {"ly_arm", "ly_fill", "ly_value"}),
     ("pages/irof_steps.py", "IROF step by step",
-     {"st_arm", "st_model", "st_task", "st_order", "st_image", "st_target", "st_k"}),
+     {"st_arm", "st_model", "st_task", "st_layer", "st_order", "st_image", "st_target", "st_k"}),
     ("pages/models.py", "Models", {"md_arm"}),
     ("pages/live.py", "Live: explain your own image", {"lv_source", "lv_upload"}),
 ])
@@ -83,9 +85,67 @@ def test_overview_open_in_compare_drills_down_to_that_model(store_env: Path) -> 
     assert at.selectbox(key="cmp_arm").value == pruned["arm_id"]
 
 
-def test_overview_offers_three_csv_downloads(store_env: Path) -> None:
+def test_overview_offers_four_csv_downloads(store_env: Path) -> None:
     at = run_page()
-    assert len(at.get("download_button")) == 3
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Download the chance check (CSV)", "Download AOC aggregates (CSV)", "Download per-image AOC (CSV)",
+        "Download task performance (CSV)"]
+
+
+ALERTS = {"clearly beats chance": "success", "beats chance": "info", "no better than chance": "warning",
+          "worse than chance": "error"}
+
+
+def test_overview_says_for_each_dense_model_and_task_whether_it_beats_chance(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    chance = query.beats_chance(store, query.fill_modes(store)[0], "aoc_norm")  # the page's defaults
+    assert not chance.empty
+    at = run_page()
+    lines = {kind: [a.value for a in getattr(at, kind) if "Grad-CAM at layer" in a.value]
+             for kind in set(ALERTS.values())}
+    assert sum(len(v) for v in lines.values()) == len(chance)  # one line per dense model x task
+    for r in chance.itertuples():
+        words = f"— {TASK_LABELS[r.task]}: Grad-CAM at layer `{r.layer_label}` **{r.verdict}**"
+        assert sum(words in line for line in lines[ALERTS[r.verdict]]) == 1, words
+    cells = {(a.arm_id, t) for a in query.arms(store).itertuples() for t in a.tasks}
+    no_verdict = cells - set(zip(chance["arm_id"], chance["task"], strict=True))
+    assert sum("no verdict" in w.value for w in at.warning) == len(no_verdict)
+    n_beat = int(chance["verdict"].isin(["clearly beats chance", "beats chance"]).sum())
+    summary = f"**The dense explanations beat chance for {n_beat} of {len(chance)} model × task cells**"
+    assert sum(m.value.startswith(summary) for m in at.markdown) == 1
+
+
+def test_layers_page_draws_one_chart_per_task_of_the_arm_with_one_trace_per_model(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    at = run_page("pages/layers.py")
+    arm = query.arms(store).set_index("arm_id").loc[at.selectbox(key="ly_arm").value]
+    margins = query.margin_by_layer(store, query.fill_modes(store)[0], "aoc_norm")
+    margins = margins[margins["arm_id"] == arm.name]
+    charts = figures(at)
+    assert len(charts) == len(arm["tasks"])
+    levels = query.arm_models(store, arm.name)
+    for task, chart in zip([t for t in TASK_LABELS if t in list(arm["tasks"])], charts, strict=True):
+        with_rows = levels[levels["model_id"].isin(margins.loc[margins["task"] == task, "model_id"])]
+        expected = ["dense" if r.is_dense else f"{r.target_sparsity * 100:g} %" for r in with_rows.itertuples()]
+        assert [d["name"].split(" (achieved")[0] for d in chart["data"]] == expected
+    assert len(at.dataframe[0].value) == len(margins)
+
+
+def test_layers_page_tells_how_to_add_layers_when_only_the_primary_is_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "study.duckdb"
+    shutil.copy(smoke_store_path(), path)
+    with duckdb.connect(str(path)) as con:  # the store as precompute writes it without ablation layers
+        for table in ("explanations", "irof"):
+            con.execute(f"DELETE FROM {table} WHERE layer_role = 'ablation'")
+    monkeypatch.setenv("MTLX_STORE", str(path))
+    store = query.open_store(path)
+    at = run_page("pages/layers.py")
+    preset = query.overview(store)["meta"]["preset"]
+    assert any(f"python -m mtlx_core.precompute --preset {preset} --layers all" in i.value for i in at.info)
+    lay = query.layers(store, query.arm_models(store, at.selectbox(key="ly_arm").value)["model_id"].tolist())
+    assert lay["layer_role"].tolist() == ["primary"]
+    assert figures(at)[0]["layout"]["xaxis"]["ticktext"] == [f"{lay['layer_label'].iloc[0]} (primary)"]
 
 
 def test_compare_shows_a_map_per_level_and_changing_the_target_changes_them(store_env: Path) -> None:
@@ -189,7 +249,8 @@ def test_live_grayscale_upload_is_converted_with_a_note(store_env: Path) -> None
 
 def test_without_a_store_every_page_explains_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTLX_STORE", str(tmp_path / "none.duckdb"))
-    for page in (None, "pages/compare.py", "pages/irof_steps.py", "pages/models.py", "pages/live.py"):
+    for page in (None, "pages/compare.py", "pages/layers.py", "pages/irof_steps.py", "pages/models.py",
+                 "pages/live.py"):
         at = run_page(page)
         assert any("python -m mtlx_core.precompute --preset demo" in i.value for i in at.info), page
 

@@ -24,7 +24,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = {"overview": "", "compare": "compare", "irof_steps": "irof_steps", "models": "models", "live": "live"}
+PAGES = {"overview": "", "compare": "compare", "layers": "layers", "irof_steps": "irof_steps", "models": "models",
+         "live": "live"}
 
 pytestmark = [
     pytest.mark.slow,

@@ -119,9 +119,16 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     # one prediction per model, image and task of the model
     assert _one(s, "SELECT count(*) FROM predictions") == _one(
         s, "SELECT sum(len(tasks)) FROM models") * e.images
-    # one irof row per explanation x saliency method (Grad-CAM + baselines) x fill mode
-    n_exp = _one(s, "SELECT count(*) FROM explanations")
-    assert _one(s, "SELECT count(*) FROM irof") == n_exp * (1 + len(e.baselines)) * len(e.fill_modes)
+    # one irof row per primary explanation x saliency method (Grad-CAM + baselines) x fill mode, and one per
+    # ablation explanation (Grad-CAM only) x fill mode; every primary explanation is also made at the arm's one
+    # ablation layer (dec_stage2 for SegNet-MTAN, block_out for DeepLab)
+    n_exp = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'primary'")
+    n_abl = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'ablation'")
+    assert n_abl == n_exp
+    assert _query(s, "SELECT DISTINCT layer_label FROM explanations WHERE layer_role = 'ablation' ORDER BY 1") == [
+        ("block_out",), ("dec_stage2",)]
+    assert _one(s, "SELECT count(*) FROM irof") == (n_exp * (1 + len(e.baselines)) + n_abl) * len(e.fill_modes)
+    assert _one(s, "SELECT count(*) FROM irof WHERE layer_role = 'ablation' AND saliency_method <> 'gradcam'") == 0
     assert _query(s, "SELECT count(*) FROM explanations e ANTI JOIN irof i "
                      "USING (model_id, image_id, task, target_id)") == [(0,)]
     # a similarity row for every pruned explanation whose target the dense model also explained
@@ -129,10 +136,15 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
         SELECT count(*) FROM explanations p JOIN models m USING (model_id) JOIN arms a USING (arm_id)
         JOIN explanations d ON d.model_id = a.dense_model_id AND d.image_id = p.image_id AND d.task = p.task
              AND d.target_id = p.target_id AND d.layer = p.layer
-        WHERE m.target_sparsity > 0""")
+        WHERE m.target_sparsity > 0 AND p.layer_role = 'primary'""")
     kinds = dict(_query(s, "SELECT kind, count(*) FROM units GROUP BY kind"))
     assert kinds == {"train": len(preset.arms), "prune": n_models - len(preset.arms), "images": n_batches,
-                     "explain": n_models * n_batches}
+                     "targets": len(preset.arms), "explain": n_models * n_batches, "layer": n_models * n_batches}
+    # the dense models' targets: every candidate recorded, all drawn (max_targets None), images in sample order
+    assert _one(s, "SELECT count(*) FROM target_draws WHERE NOT drawn") == 0
+    assert _one(s, "SELECT count(*) FROM target_draws t JOIN arms a ON t.model_id = a.dense_model_id") == _one(
+        s, "SELECT count(*) FROM explanations e JOIN arms a ON e.model_id = a.dense_model_id "
+           "WHERE e.layer_role = 'primary'")
     # every row says what produced it
     assert _one(s, "SELECT count(*) FROM irof WHERE code_version IS NULL OR settings IS NULL OR seed IS NULL") == 0
     assert _one(s, "SELECT count(*) FROM models WHERE checkpoint_sha256 IS NULL OR config IS NULL") == 0

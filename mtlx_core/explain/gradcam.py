@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlx_core.models.layers import registered_layers, resolve_layer_name
 from mtlx_core.tasks.base import ExplanationTarget, Task
 
 logger = logging.getLogger(__name__)
@@ -82,15 +83,15 @@ class Explanation:
         return self.map_input
 
 
-def resolve_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
-    """The layer's name and module; ``None`` means ``model.default_gradcam_layer``."""
-    name = layer if layer is not None else getattr(model, "default_gradcam_layer", "")
-    if not name:
-        raise ValueError("no Grad-CAM layer given and the model has no default_gradcam_layer")
+def resolve_layer(model: nn.Module, layer: str | None, task: str | None = None) -> tuple[str, nn.Module]:
+    """The layer's module path and module: ``layer`` is a registered label (``mtlx_core.models.layers``), a
+    module path, or ``None`` for ``model.default_gradcam_layer``; per-task layers need ``task``."""
+    name = resolve_layer_name(model, layer, task)
     try:
         return name, model.get_submodule(name)
     except AttributeError:
-        raise ValueError(f"model has no layer {name!r}") from None
+        valid = ", ".join(registered_layers(model))
+        raise ValueError(f"model has no layer {name!r}; registered layers: {valid or 'none'}") from None
 
 
 def _forward_with_leaf(model: nn.Module, module: nn.Module, images: torch.Tensor,
@@ -120,7 +121,7 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, task: Task, layer: str 
                  targets: Sequence[Sequence[ExplanationTarget]] | None = None,
                  ) -> tuple[list[list[torch.Tensor]], list[list[ExplanationTarget]]]:
     """Raw (un-normalised) Grad-CAM maps ``(h, w)`` per image and target, and the targets used."""
-    _, module = resolve_layer(model, layer)
+    _, module = resolve_layer(model, layer, task.name)
     model.eval()
     out, acts = _forward_with_leaf(model, module, images, task.name)
     try:
@@ -162,7 +163,7 @@ def explain(model: nn.Module, images: torch.Tensor, task: Task, layer: str | Non
     """Grad-CAM maps of every target of ``task`` for a batch ``(B, 3, H, W)``; ordered by image, then target."""
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    name, _ = resolve_layer(model, layer)
+    name, _ = resolve_layer(model, layer, task.name)
     settings = GradCamSettings(layer=name, target_rule=str(getattr(task, "bins", "")))
     cams, used = gradcam_maps(model, images, task, name, targets)
     size = tuple(images.shape[-2:])

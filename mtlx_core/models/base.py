@@ -5,7 +5,8 @@ exposes:
 
 - ``forward(x) -> dict[str, Tensor]`` at the input resolution, tasks in the fixed order of ``TASK_NAMES``;
 - ``arch_config``: JSON-serialisable keyword arguments of ``build_model`` that rebuild the architecture;
-- ``default_gradcam_layer``: a module name usable with ``model.get_submodule`` (decision D11);
+- ``default_gradcam_layer``: a module name usable with ``model.get_submodule`` (decision D11), and
+  ``gradcam_layers``: the registered layers of the layer ablation (``mtlx_core.models.layers``);
 - ``module_owner(name)``: ``"shared"`` or the task a module / parameter belongs to. Task-specific modules
   carry their task's name as one component of their dotted name (``heads.depth.0``), so ownership is
   read from the name alone;
@@ -63,6 +64,8 @@ class MultiTaskModel(nn.Module):
 
     #: registry name of the architecture (key of ``MODELS``)
     arch_name: ClassVar[str] = ""
+    #: Grad-CAM layers of the architecture, label -> module path (``{task}`` allowed), D11's first
+    gradcam_layers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, task_channels: Mapping[str, int], width: float = 1.0, **kwargs: Any) -> None:
         super().__init__()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,12 @@ class DeepLabResNet34(MultiTaskModel):
     """DeepLab-ResNet-34 with per-task ASPP heads; see the module docstring."""
 
     arch_name = "deeplab_resnet34"
+    #: Grad-CAM layers (``mtlx_core.models.layers``), D11's first; all at output stride 8 ([8 x 12] at 64 x 96)
+    gradcam_layers: ClassVar[dict[str, str]] = {
+        "d11_conv2": "backbone.blocks.3.2.conv2",  # second conv of the last residual block, pre-BN (D11)
+        "block_out": "backbone.blocks.3.2",  # the same block's output: after the residual sum and its ReLU
+        "stage3_out": "backbone.blocks.2",  # output of the third residual stage
+    }
 
     def __init__(self, task_channels: Mapping[str, int], width: float = 1.0, head_hidden: int | None = None) -> None:
         if head_hidden is not None and (isinstance(head_hidden, bool) or not isinstance(head_hidden, int)

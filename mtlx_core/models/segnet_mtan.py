@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,18 @@ class SegNetMTAN(MultiTaskModel):
     """SegNet-MTAN for any non-empty subset of segmentation / depth / normals; see the module docstring."""
 
     arch_name = "segnet_mtan"
+    #: Grad-CAM layers (``mtlx_core.models.layers``), D11's first; resolution at a 64 x 96 input in brackets
+    gradcam_layers: ClassVar[dict[str, str]] = {
+        "enc_bottleneck": "conv_block_enc.4",  # deepest shared encoder stage (D11) [4 x 6]
+        "dec_stage3": "conv_block_dec.3",  # shared decoder stages [8 x 12] ...
+        "dec_stage2": "conv_block_dec.2",  # [16 x 24]
+        "dec_stage1": "conv_block_dec.1",  # [32 x 48]
+        "dec_stage0": "conv_block_dec.0",  # [64 x 96]
+        "task_att_dec2": "decoder_att.{task}.2",  # the task's attention mask at decoder stage 2 [16 x 24]
+        "task_att_dec1": "decoder_att.{task}.1",  # [32 x 48]
+        "task_att_dec0": "decoder_att.{task}.0",  # [64 x 96]
+        "head_conv": "heads.{task}.0",  # the task head's 3x3 conv, the last before its 1x1 output [64 x 96]
+    }
 
     def __init__(self, task_channels: Mapping[str, int], width: float = 1.0) -> None:
         super().__init__(task_channels, width)

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=None,
                    help=f"DuckDB file to build (default: $MTLX_STORE or {DEFAULT_STORE})")
     p.add_argument("--images", type=int, help="validation images per arm (default: the preset's)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="also explain at these registered Grad-CAM layers (layer ablation; 'all' = every registered "
+                        "layer of each architecture; adds rows to an existing store); default: the preset's")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--data", action="append", default=[], metavar="[DATASET=]PATH",
@@ -75,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--preset is required (or --merge)")
     try:
         preset = get_study_preset(args.preset)
+        if args.layers:
+            import dataclasses
+
+            preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain,
+                                                                             ablation_layers=tuple(args.layers)))
         if args.threads:
             import torch
 

@@ -7,7 +7,7 @@ the store's ``meta`` and a store refuses to mix two settings) plus the number of
 
 - ``smoke``: two tiny arms (SegNet-MTAN + FAMO + Network Slimming, DeepLab + DiSparse), one pruned level each,
   4 images of 32 x 64, 16 superpixels, both fill modes; for tests, well under a minute on 2 CPU cores.
-- ``demo``: the three arms of Table 1 on the synthetic rooms at demo scale, 16 validation images per arm.
+- ``demo``: the three arms of Table 1 on the synthetic rooms at demo scale, 44 validation images per arm.
 - ``paper``, ``paper_nyuv2``, ``paper_cityscapes``: the arms at paper scale on the real datasets.
 """
 
@@ -43,14 +43,19 @@ class ArmSpec:
 class ExplainSettings:
     """What is explained and how; every field but ``images``/``batch_images``/speed knobs changes numbers."""
 
-    images: int = 16  # first N validation images of each arm's dataset
+    images: int = 16  # N validation images of each arm's dataset (a seeded sample, D26)
     batch_images: int = 4  # images per explain unit
-    max_targets: int | None = None  # per image and task: the dense model's largest pixel sets; None = all
+    max_targets: int | None = None  # per image and task: a seeded stratified draw among the dense model's targets
+    image_sample: str = "random"  # D26: "random" = seeded permutation of the split (its first N); "first"
     fill_modes: tuple[str, ...] = ("quantus",)
     baselines: tuple[str, ...] = ("random", "reversed")
     seed: int = 0
     slic: SlicSettings = field(default_factory=SlicSettings)
-    layer: str | None = None  # Grad-CAM layer; None = the model's default (D11)
+    layer: str | None = None  # primary Grad-CAM layer (label or module path); None = the model's default (D11)
+    #: (scope, layer label) pairs overriding ``layer``; scope = ``<arm_id>:<task>``, ``<arm_id>``, ``<arch>:<task>``
+    #: or ``<arch>`` (the first that matches, in that order)
+    primary_layers: tuple[tuple[str, str], ...] = ()
+    ablation_layers: tuple[str, ...] = ()  # extra registered layers explained too ("all": every one); adds rows
     depth_bins: str = "equal_width"  # D13
     topk: float = 0.2  # similarity: top-k IoU with k = topk * pixels
     trim_tasks: bool = True  # IROF fast forwards: traced per-task graphs (speed; tiny models: eager is faster)
@@ -60,12 +65,26 @@ class ExplainSettings:
     memory_budget_mb: int = 1024
 
     def key_fields(self) -> dict[str, Any]:
-        """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb`` do not)."""
+        """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb`` do not, and
+        ``ablation_layers`` only adds rows)."""
         d = dataclasses.asdict(self)
-        for k in ("images", "batch_images", "memory_budget_mb"):
+        for k in ("images", "batch_images", "memory_budget_mb", "ablation_layers"):
             d.pop(k)
         d["slic"] = self.slic.to_dict()
         return d
+
+    def primary_layer(self, arch: str, task: str, arm_id: str | None = None) -> str | None:
+        """The primary layer (label or path) of a task of a model; None = the model's default (D11)."""
+        layers = dict(self.primary_layers)
+        for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
+            if scope in layers:
+                return layers[scope]
+        return self.layer
+
+    def ablation_for(self, registered: list[str]) -> list[str]:
+        """The ablation layers of an architecture with these registered labels (``all``: every one)."""
+        return list(registered) if "all" in self.ablation_layers else [x for x in self.ablation_layers
+                                                                        if x in registered]
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
@@ -103,7 +122,21 @@ _ARMS_PAPER = (
     ArmSpec("nyuv2_segnet_mtan_hrank", "SegNet-MTAN · NYUv2 seg + depth + normals · HRank", "nyuv2_segnet_mtan",
             "hrank", None, (0.0, *HRANK_GRID), prune_preset="nyuv2_segnet_mtan_hrank"),
 )
-_PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None)
+#: the demo's explanation settings, chosen on validation images it does not report (docs/demo_tuning.md, round 6):
+#: 44 images, one target per image and task drawn at random (stratified), 50 superpixels, and per task the
+#: Grad-CAM layer whose margin over the random ordering was largest there; DeepLab's D11 layer is computed as an
+#: ablation layer where it is not primary (``--layers all`` adds every registered layer to the same store)
+_DEMO_EXPLAIN = ExplainSettings(
+    images=44, batch_images=4, max_targets=1, slic=SlicSettings(n_segments=50),
+    primary_layers=(("demo_deeplab_disparse:segmentation", "stage3_out"),
+                    ("demo_deeplab_disparse:normals", "d11_conv2"),
+                    ("demo_segnet_mtan_famo_netslim:segmentation", "task_att_dec1"),
+                    ("demo_segnet_mtan_hrank:segmentation", "task_att_dec2"),
+                    ("demo_segnet_mtan_hrank:depth", "dec_stage2"),
+                    ("demo_segnet_mtan_hrank:normals", "task_att_dec1")),
+    ablation_layers=("d11_conv2",))
+#: paper scale: D11's layers are primary, every registered layer is computed too (the layer ablation)
+_PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",))
 
 STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
     StudyPreset("smoke", "two tiny arms, one pruned level each, 4 images (tests)", (
@@ -114,10 +147,10 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                 "demo_deeplab", "disparse", "magnitude", (0.0, 0.5), prune_preset="demo_deeplab_disparse_magnitude",
                 train_overrides={**SMOKE_TRAIN, "arch_kwargs": {"head_hidden": 8}}, finetune_iterations=2),
     ), ExplainSettings(images=4, batch_images=2, max_targets=None, fill_modes=("quantus", "fixed"),
-                       slic=SlicSettings(n_segments=16), trim_tasks=False, fold_bn=False, channels_last=False),
+                       slic=SlicSettings(n_segments=16), trim_tasks=False, fold_bn=False, channels_last=False,
+                       ablation_layers=("dec_stage2", "block_out")),
         publish_every_s=5.0),
-    StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO,
-                ExplainSettings(images=16, batch_images=4, max_targets=1, slic=SlicSettings(n_segments=50))),
+    StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO, _DEMO_EXPLAIN),
     StudyPreset("paper", "the three arms of Table 1 at paper scale (NYUv2 and Cityscapes)", _ARMS_PAPER,
                 _PAPER_EXPLAIN, publish_every_s=600.0),
     StudyPreset("paper_nyuv2", "the two NYUv2 arms of Table 1 at paper scale", (_ARMS_PAPER[0], _ARMS_PAPER[2]),
@@ -145,6 +178,9 @@ def describe(preset: StudyPreset) -> str:
         grid = "/".join(f"{s * 100:g}" for s in a.sparsities)
         lines.append(f"  {a.arm_id}: {a.label} at {grid} %")
     e = preset.explain
-    lines.append(f"  {e.images} images, targets per task {e.max_targets or 'all'}, fill {'/'.join(e.fill_modes)}, "
-                 f"{e.slic.n_segments} superpixels")
+    targets = "all" if e.max_targets is None else f"{e.max_targets} drawn (seeded, stratified)"
+    lines.append(f"  {e.images} images ({e.image_sample} sample), targets per task {targets}, fill "
+                 f"{'/'.join(e.fill_modes)}, {e.slic.n_segments} superpixels")
+    layers = ", ".join(f"{a} {lay}" for a, lay in e.primary_layers) or (e.layer or "D11")
+    lines.append(f"  Grad-CAM layer {layers}; ablation layers {', '.join(e.ablation_layers) or 'none'}")
     return "\n".join(lines)

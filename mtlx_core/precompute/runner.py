@@ -1,13 +1,17 @@
 """The precompute executor: arm by arm, unit by unit, skipping journaled units, publishing snapshots.
 
-Order inside an arm: train the dense model, store the image batches (PNG + SLIC), explain the dense model on
-every batch, then for each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps).
-Each unit's rows and journal row are one transaction (``StoreWriter.commit``); a snapshot is published after
-every arm, every ``publish_every_s`` seconds and at the end.
+Order inside an arm: train the dense model, store the image batches (PNG + SLIC), draw the dense model's
+targets over the whole image sample, explain the dense model on every batch at its primary layers, then for
+each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps). When every arm is
+complete (and published), a second pass adds the ablation layers of every model, arm by arm, so the study is
+browsable before the layer ablation. Each unit's rows and journal row are one transaction
+(``StoreWriter.commit``); a snapshot is published after every arm, every ``publish_every_s`` seconds and at the
+end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -16,18 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from mtlx_core.data.dataset import DatasetError
 from mtlx_core.data.layout import get_dataset_spec
-from mtlx_core.explain.superpixels import Superpixels
+from mtlx_core.explain.target_draw import TargetDraw
+from mtlx_core.models.layers import layer_labels
+from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
+from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
 from mtlx_core.precompute.summary import format_summary, summarize
 from mtlx_core.precompute.units import (
     Batch,
     DenseMaps,
-    ModelExplainer,
     arm_row,
     explain_tasks,
     images_unit,
@@ -38,7 +43,6 @@ from mtlx_core.precompute.units import (
 )
 from mtlx_core.prune.pipeline import prune_run
 from mtlx_core.runs import load_run
-from mtlx_core.store.codec import decode_array
 from mtlx_core.store.writer import StoreWriter, UnitRows
 from mtlx_core.tasks import build_tasks
 from mtlx_core.train import TrainConfig, resolve_config, train
@@ -109,6 +113,18 @@ class Runner:
         self.publish_every_s = preset.publish_every_s if publish_every_s is None else publish_every_s
         self.result = PrecomputeResult(self.store)
         self.skey = slic_key(self.settings.slic)
+        self._check_layers()
+
+    def _check_layers(self) -> None:
+        """Every requested ablation layer is registered by at least one architecture of the arms."""
+        archs = {a.arm_id: resolve_config(a.train_preset, **a.train_overrides).arch for _, a in self.arms}
+        registered = {arch: layer_labels(arch) for arch in set(archs.values())}
+        known = {lay for labels in registered.values() for lay in labels}
+        unknown = [lay for lay in self.settings.ablation_layers if lay != "all" and lay not in known]
+        if unknown:
+            valid = "; ".join(f"{arch}: {', '.join(labels)}" for arch, labels in sorted(registered.items()))
+            raise ValueError(f"unknown Grad-CAM layer(s) {', '.join(unknown)}; registered layers per architecture: "
+                             f"{valid} (or 'all')")
 
     # --- plumbing ---------------------------------------------------------------------------------------
     def _commit(self, unit: UnitRows) -> None:
@@ -142,12 +158,18 @@ class Runner:
             self.w.set_meta({"arms_planned": json.dumps([a.arm_id for _, a in self.arms])})
             self.last_publish = time.monotonic()
             for pos, arm in self.arms:
-                self._run_arm(pos, arm)
+                self._run_arm(pos, arm, "primary")
                 complete = [*dict.fromkeys([*complete, arm.arm_id])]
                 self.w.set_meta({"arms_complete": json.dumps(complete)})
                 self._publish()
                 self.result.published_at[arm.arm_id] = time.monotonic() - t0
                 logger.info("arm %s complete and published after %.0f s", arm.arm_id, time.monotonic() - t0)
+            if self.settings.ablation_layers:  # the layer ablation once every arm's study is browsable
+                for pos, arm in self.arms:
+                    self._run_arm(pos, arm, "ablation")
+                    self._publish()
+                    logger.info("layer ablation of arm %s published after %.0f s", arm.arm_id,
+                                time.monotonic() - t0)
             self.result.summary = summarize(self.w.con, self.settings.fill_modes[0])
             self.result.timing = self.w.con.execute(
                 "SELECT kind, count(*), sum(seconds), sum(cpu_seconds) FROM units GROUP BY kind ORDER BY kind"
@@ -168,7 +190,9 @@ class Runner:
         return self.result
 
     # --- one arm ----------------------------------------------------------------------------------------
-    def _run_arm(self, pos: int, arm: ArmSpec) -> None:
+    def _run_arm(self, pos: int, arm: ArmSpec, phase: str) -> None:
+        """``primary``: train, images, targets, then per model prune and explain at the primary layers;
+        ``ablation``: the ablation layers of every model of the arm (everything else is in the journal)."""
         cfg = arm_config(arm, self.data, self.device)
         if cfg.synth is not None and not Path(cfg.data_root).exists():
             from mtlx_core.data.synth import generate_synth
@@ -178,7 +202,8 @@ class Runner:
         _, val = prepare_data(cfg)
         spec = get_dataset_spec(cfg.dataset)
         tasks = build_tasks(spec, cfg.tasks)
-        batches = make_batches(val, self.n_images, self.settings.batch_images, self.settings.slic)
+        batches = make_batches(val, self.n_images, self.settings.batch_images, self.settings.slic,
+                               self.settings.seed, self.settings.image_sample)
         input_shape = tuple(batches[0].images.shape[1:])
         dense_id = cfg.run_id()
         uid = f"train:{arm.arm_id}:{dense_id}"
@@ -196,14 +221,16 @@ class Runner:
                 self._commit(UnitRows(uid, "images", images_unit(b, spec.name, self.settings.slic), arm.arm_id,
                                       None, {"indices": b.indices, "image_ids": b.image_ids},
                                       *t.spent()))
+        self._draw_targets(arm, spec, dense_id, batches)
         levels = [s for s in arm.sparsities if s > 0]
+        what = "explain" if phase == "primary" else "layers"
         bar = tqdm(total=(1 + len(levels)) * len(batches), desc=f"[{pos + 1}/{len(self.preset.arms)}] "
-                   f"{arm.arm_id} explain", unit="batch", disable=not self.progress, dynamic_ncols=True)
+                   f"{arm.arm_id} {what}", unit="batch", disable=not self.progress, dynamic_ncols=True)
         try:
-            self._explain_model(arm, spec, dense_id, None, batches, bar)
+            self._explain_model(arm, spec, dense_id, None, batches, bar, phase)
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, phase)
         finally:
             bar.close()
 
@@ -224,50 +251,60 @@ class Runner:
         assert model_id is not None
         return model_id
 
+    # --- the dense model's targets -----------------------------------------------------------------------
+    def _draw_targets(self, arm: ArmSpec, spec: Any, dense_id: str, batches: list[Batch]) -> None:
+        """The dense model's candidate targets on the whole sample and the seeded stratified draw."""
+        draw = TargetDraw(self.settings.max_targets, self.settings.seed)
+        ids = [i for b in batches for i in b.image_ids]
+        key = hashlib.sha256(json.dumps([ids, draw.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
+        uid = f"targets:{dense_id}:{key}"
+        if self._is_done(uid):
+            return
+        t = _Clock()
+        run = load_run(dense_id, self.models_dir)
+        explainer = ModelExplainer(run, explain_tasks(run, spec, self.settings), self.settings, self.device,
+                                   arm.arm_id)
+        rows = explainer.draw_rows(dense_id, batches, draw)
+        self._commit(UnitRows(uid, "targets", {"target_draws": rows}, arm.arm_id, dense_id,
+                              {**draw.to_dict(), "images": len(ids)}, *t.spent()))
+
     # --- explanations of one model ----------------------------------------------------------------------
     def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,
-                       batches: list[Batch], bar: tqdm) -> None:
-        pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")]
+                       batches: list[Batch], bar: tqdm, phase: str) -> None:
+        run = load_run(model_id, self.models_dir)
+        tasks = explain_tasks(run, spec, self.settings)
+        layers = layer_plan(run.model, tasks, self.settings, arm.arm_id).ablation_layers if phase == "ablation" else []
+        pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")
+                   or any(not self._is_done(f"layer:{model_id}:{b.key}:{lay}") for lay in layers)]
         bar.update(len(batches) - len(pending))
         if not pending:
             return
-        run = load_run(model_id, self.models_dir)
         sha = self.w.con.execute("SELECT checkpoint_sha256 FROM models WHERE model_id = ?", [model_id]).fetchone()
         verify_checkpoint(run, sha[0] if sha else None)
-        explainer = ModelExplainer(run, explain_tasks(run, spec, self.settings), self.settings, self.device)
+        explainer = ModelExplainer(run, tasks, self.settings, self.device, arm.arm_id)
         for b in pending:
-            t = _Clock()
-            sps = self._superpixels(b)
-            wanted = dense = None
-            if dense_id is not None:
-                dense = DenseMaps(dense_id, self._dense_maps(dense_id, b, explainer.layer))
-                if self.settings.max_targets is not None:
-                    wanted = {}
-                    for iid, task, tid in dense.maps:
-                        wanted.setdefault((b.image_ids.index(iid), task), set()).add(tid)
-            rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
-            self._commit(UnitRows(f"explain:{model_id}:{b.key}", "explain", rows, arm.arm_id, model_id,
-                                  {"batch": b.key, "indices": b.indices, "dense": dense_id},
-                                  *t.spent()))
+            sps = stored_superpixels(self.w.con, b, self.skey, self.settings.slic)
+            uid = f"explain:{model_id}:{b.key}"
+            if not self._is_done(uid):
+                t = _Clock()
+                con = self.w.con
+                dense = DenseMaps(dense_id, dense_maps(con, dense_id, b, self.done)) if dense_id is not None else None
+                limited = self.settings.max_targets is not None
+                wanted = wanted_targets(con, dense_id or model_id, b) if limited else None
+                rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
+                self._commit(UnitRows(uid, "explain", rows, arm.arm_id, model_id,
+                                      {"batch": b.key, "indices": b.indices, "dense": dense_id,
+                                       "layers": explainer.plan.primary}, *t.spent()))
+            for lay in layers:
+                uid = f"layer:{model_id}:{b.key}:{lay}"
+                if self._is_done(uid):
+                    continue
+                t = _Clock()
+                rows = explainer.run_layer(model_id, b, sps, self.skey, lay, explained_targets(self.w.con, model_id, b))
+                self._commit(UnitRows(uid, "layer", rows, arm.arm_id, model_id,
+                                      {"batch": b.key, "indices": b.indices, "layer": lay}, *t.spent()))
             bar.update(1)
         del explainer, run
-
-    def _superpixels(self, b: Batch) -> list[Superpixels]:
-        got = {iid: (n, decode_array(lab)) for iid, n, lab in self.w.con.execute(
-            "SELECT image_id, n_segments, labels FROM superpixels WHERE settings_key = ? "
-            "AND list_contains(?, image_id)", [self.skey, b.image_ids]).fetchall()}
-        missing = [i for i in b.image_ids if i not in got]
-        if missing:
-            raise RuntimeError(f"superpixels of images {missing} are missing from the store (images unit not run?)")
-        return [Superpixels(got[i][1].astype(np.int64), int(got[i][0]), self.settings.slic) for i in b.image_ids]
-
-    def _dense_maps(self, dense_id: str, b: Batch, layer: str) -> dict[tuple[str, str, int], np.ndarray]:
-        if f"explain:{dense_id}:{b.key}" not in self.done:
-            raise RuntimeError(f"the dense model {dense_id} has not been explained on batch {b.key} yet")
-        rows = self.w.con.execute(
-            "SELECT image_id, task, target_id, saliency FROM explanations WHERE model_id = ? AND layer = ? "
-            "AND list_contains(?, image_id)", [dense_id, layer, b.image_ids]).fetchall()
-        return {(iid, task, int(tid)): decode_array(sal) for iid, task, tid, sal in rows}
 
 
 def run_precompute(preset: StudyPreset, store: str | Path, models_dir: str | Path, **kwargs: Any

@@ -23,7 +23,7 @@ _QUERY = """
 SELECT a.position, m.arm_id, m.model_id, m.target_sparsity, m.achieved_sparsity, i.task, i.image_id, i.target_id,
        i.saliency_method, i.aoc_norm
 FROM irof i JOIN models m USING (model_id) JOIN arms a ON a.arm_id = m.arm_id
-WHERE i.fill_mode = ? AND i.status IN ('ok', 'single_segment')
+WHERE i.fill_mode = ? AND i.layer_role = 'primary' AND i.status IN ('ok', 'single_segment')
 ORDER BY a.position, m.target_sparsity, i.task, i.image_id, i.target_id
 """
 

@@ -12,7 +12,12 @@ Public API::
     performance(store)                        # each task's primary metric per point, and the trivial predictor's
     images(store); image_png(store, ids); image(store, id); model_images(store, model_id)
     targets(store, image_id, task, model_ids) # the targets explained on one image (id and name)
-    saliency_maps(...); predictions(...); superpixels(...); irof_curves(...); similarity(...)
+    layers(store, model_ids)                  # Grad-CAM layers stored: label, role (primary / ablation)
+    saliency_maps(..., layer); predictions(...); superpixels(...); irof_curves(..., layer); similarity(...)
+    target_draws(store, model_id)             # the dense model's candidate targets and which were drawn
+    beats_chance(store, fill_mode)            # dense models: margin over random, interval, paired test, verdict
+    margin_by_layer(store, fill_mode)         # the layer ablation: margin over random per model, task, layer
+    chance_per_image(store, fill_mode)        # the per-image margins behind both
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
 decode only the blobs asked for.
@@ -28,7 +33,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtlx_core.store.codec import decode_array, decode_png
+from mtlx_core.store.artefacts import image as image
+from mtlx_core.store.artefacts import image_png as image_png
+from mtlx_core.store.artefacts import images as images
+from mtlx_core.store.artefacts import irof_curves as irof_curves
+from mtlx_core.store.artefacts import layers as layers
+from mtlx_core.store.artefacts import model_images as model_images
+from mtlx_core.store.artefacts import predictions as predictions
+from mtlx_core.store.artefacts import saliency_maps as saliency_maps
+from mtlx_core.store.artefacts import similarity as similarity
+from mtlx_core.store.artefacts import superpixels as superpixels
+from mtlx_core.store.artefacts import target_draws as target_draws
+from mtlx_core.store.artefacts import targets as targets
+from mtlx_core.store.chance import beats_chance as beats_chance
+from mtlx_core.store.chance import chance_per_image as chance_per_image
+from mtlx_core.store.chance import margin_by_layer as margin_by_layer
 from mtlx_core.store.reader import REQUIRED_TABLES, Store
 from mtlx_core.store.reader import open_store as open_store  # re-exported: the pages' one import
 from mtlx_core.store.reader import signature as signature
@@ -171,7 +190,8 @@ def _check_value(value: str) -> None:
 def _per_image_sql(value: str) -> str:
     """Mean AOC over each image's targets per (model, task, saliency method, image), for one fill mode."""
     return (f"SELECT model_id, task, saliency_method, image_id, avg({value}) AS value, count(*) AS n_targets "
-            f"FROM irof WHERE fill_mode = ? AND isfinite({value}) GROUP BY model_id, task, saliency_method, image_id")
+            f"FROM irof WHERE fill_mode = ? AND layer_role = 'primary' AND isfinite({value}) "
+            "GROUP BY model_id, task, saliency_method, image_id")
 
 
 def aoc_per_image(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm") -> pd.DataFrame:
@@ -229,95 +249,3 @@ def figure4(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm", n
         lo[members], hi[members] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
     rows = [(*key, float(v.mean()), lo[i], hi[i], len(v)) for i, (key, v) in enumerate(groups)]
     return pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n_images"])
-
-
-# --- images and per-image artefacts ----------------------------------------------------------------------
-
-
-def images(store: Store) -> pd.DataFrame:
-    """The evaluated images without their pixels."""
-    return store.df("SELECT image_id, dataset, split, idx, height, width FROM images ORDER BY dataset, split, idx")
-
-
-def image_png(store: Store, image_ids: Sequence[str]) -> dict[str, bytes]:
-    """PNG bytes of the given images (what ``st.image`` shows without decoding)."""
-    rows = store.rows(f"SELECT image_id, image FROM images WHERE image_id IN ({_in(image_ids)})", image_ids)
-    return {i: bytes(b) for i, b in rows}
-
-
-def image(store: Store, image_id: str) -> np.ndarray:
-    """One image as ``H x W x 3`` uint8."""
-    png = image_png(store, [image_id])
-    if image_id not in png:
-        raise KeyError(f"no image {image_id!r} in the store")
-    return decode_png(png[image_id])
-
-
-def model_images(store: Store, model_id: str) -> pd.DataFrame:
-    """Images explained for a model, with how many targets each task has."""
-    return store.df("SELECT e.image_id, e.task, count(*) AS n_targets, any_value(i.idx) AS idx "
-                    "FROM explanations e JOIN images i USING (image_id) WHERE e.model_id = ? "
-                    "GROUP BY e.image_id, e.task ORDER BY idx, e.task", [model_id])
-
-
-def targets(store: Store, image_id: str, task: str, model_ids: Sequence[str]) -> pd.DataFrame:
-    """``target_id``, ``target`` (name) and how many of ``model_ids`` explain it on this image."""
-    return store.df(
-        "SELECT target_id, any_value(target) AS target, count(DISTINCT model_id) AS n_models, "
-        "bool_or(is_zero) AS any_zero FROM explanations "
-        f"WHERE image_id = ? AND task = ? AND model_id IN ({_in(model_ids)}) GROUP BY target_id ORDER BY target_id",
-        [image_id, task, *model_ids])
-
-
-def layers(store: Store, model_id: str) -> list[str]:
-    """Grad-CAM layers stored for a model."""
-    return [r[0] for r in store.rows("SELECT DISTINCT layer FROM explanations WHERE model_id = ? ORDER BY layer",
-                                     [model_id])]
-
-
-def saliency_maps(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int,
-                  layer: str | None = None) -> dict[str, np.ndarray]:
-    """Input-resolution Grad-CAM map ``(H, W)`` per model that has one (the first layer when not given)."""
-    layer_sql = "AND layer = ?" if layer is not None else ""
-    rows = store.rows(
-        f"SELECT model_id, arg_min(saliency, layer) FROM explanations WHERE image_id = ? AND task = ? "
-        f"AND target_id = ? AND model_id IN ({_in(model_ids)}) {layer_sql} GROUP BY model_id",
-        [image_id, task, int(target_id), *model_ids, *([layer] if layer is not None else [])])
-    return {m: decode_array(b).astype(np.float32) for m, b in rows}
-
-
-def predictions(store: Store, model_ids: Sequence[str], image_id: str, task: str) -> dict[str, np.ndarray]:
-    """Each model's clean prediction of ``task`` on the image (labels ``(H, W)``, depth ``(H, W)``,
-    normals ``(3, H, W)``)."""
-    rows = store.rows(f"SELECT model_id, prediction FROM predictions WHERE image_id = ? AND task = ? "
-                      f"AND model_id IN ({_in(model_ids)})", [image_id, task, *model_ids])
-    return {m: decode_array(b) for m, b in rows}
-
-
-def superpixels(store: Store, image_id: str, settings_key: str | None = None) -> np.ndarray:
-    """SLIC labels ``(H, W)`` of an image (the given settings, else the first stored)."""
-    sql = "SELECT labels FROM superpixels WHERE image_id = ?" + (" AND settings_key = ?" if settings_key else "")
-    rows = store.rows(sql + " ORDER BY settings_key LIMIT 1", [image_id, *([settings_key] if settings_key else [])])
-    if not rows:
-        raise KeyError(f"no superpixels stored for image {image_id!r}")
-    return decode_array(rows[0][0]).astype(np.int64)
-
-
-def irof_curves(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int,
-                fill_mode: str = "quantus") -> pd.DataFrame:
-    """IROF curves (``curve`` as float arrays) of the explanation and the baselines for each model."""
-    df = store.df(
-        "SELECT model_id, saliency_method, curve, aoc, aoc_norm, n_segments, clean_score, settings_key, seed, status "
-        "FROM irof "
-        f"WHERE image_id = ? AND task = ? AND target_id = ? AND fill_mode = ? AND model_id IN ({_in(model_ids)}) "
-        "ORDER BY model_id, saliency_method", [image_id, task, int(target_id), fill_mode, *model_ids])
-    df["curve"] = [np.asarray(c if c is not None else [], dtype=np.float64) for c in df["curve"]]
-    return df
-
-
-def similarity(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int) -> pd.DataFrame:
-    """Stored similarity of each model's map to its reference (the dense model's map)."""
-    return store.df(
-        "SELECT model_id, reference_id, layer, spearman, ssim, topk_iou, topk FROM similarity "
-        f"WHERE image_id = ? AND task = ? AND target_id = ? AND model_id IN ({_in(model_ids)}) ORDER BY model_id",
-        [image_id, task, int(target_id), *model_ids])

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("models_store") / "study.duckdb"
 REQUIRED_TABLES = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
-                   "explanations", "irof", "similarity")
+                   "explanations", "irof", "similarity", "target_draws")
 
 
 def store_path(path: str | os.PathLike[str] | None = None) -> Path:

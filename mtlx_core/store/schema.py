@@ -15,6 +15,9 @@ Tables
 - ``predictions``: each model's clean prediction per image and task (argmax labels, depth, normals).
 - ``explanations``: Grad-CAM maps per (model, image, task, target, layer) at input and layer resolution.
 - ``irof``: IROF curves and AOC per (model, image, task, target, saliency method, fill mode).
+- ``target_draws``: every candidate target of the dense model per image and task, and whether it was drawn
+  (seeded, stratified, region-size blind: ``mtlx_core.explain.target_draw``); ``position`` = the image's place
+  in the seeded image sample (D26). Pruned models explain the dense model's drawn targets.
 - ``similarity``: how far each pruned explanation moved from the dense one (Spearman, SSIM, top-k IoU).
 - ``units``: the journal of finished work units (one transaction each) that makes precompute resumable.
 
@@ -31,13 +34,17 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
   torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
   ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
   float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Schema 2 (issue 16): ``explanations`` and ``irof`` carry ``layer_label`` (the registered label of the layer,
+  ``mtlx_core.models.layers``) and ``layer_role``: ``primary`` (the study's layer; every baseline row) or
+  ``ablation`` (the layer ablation: Grad-CAM rows only; its margin over chance uses the primary random rows).
+  ``irof``'s key includes ``layer``. ``images.idx`` is the index in the split of a seeded random sample (D26).
 - Readers open the published snapshot with ``mtlx_core.store.snapshot.open_readonly`` (errors in
   ``mtlx_core.store.errors``); ``meta`` holds ``preset``, ``settings`` and ``settings_key`` of the build.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -64,14 +71,18 @@ DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS explanations (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, layer VARCHAR,
         n_pixels INTEGER, is_zero BOOLEAN, saliency BLOB, saliency_layer BLOB, code_version VARCHAR,
-        settings JSON,
+        settings JSON, layer_label VARCHAR, layer_role VARCHAR,
         PRIMARY KEY (model_id, image_id, task, target_id, layer))""",
     """CREATE TABLE IF NOT EXISTS irof (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR,
         saliency_method VARCHAR, fill_mode VARCHAR, layer VARCHAR, settings_key VARCHAR, n_segments INTEGER,
         clean_score DOUBLE, curve DOUBLE[], aoc DOUBLE, aoc_norm DOUBLE, seed INTEGER, code_version VARCHAR,
-        status VARCHAR, settings JSON,
-        PRIMARY KEY (model_id, image_id, task, target_id, saliency_method, fill_mode))""",
+        status VARCHAR, settings JSON, layer_label VARCHAR, layer_role VARCHAR,
+        PRIMARY KEY (model_id, image_id, task, target_id, saliency_method, fill_mode, layer))""",
+    """CREATE TABLE IF NOT EXISTS target_draws (
+        model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, n_pixels INTEGER,
+        drawn BOOLEAN, position INTEGER, rule VARCHAR, k INTEGER, seed INTEGER, code_version VARCHAR,
+        PRIMARY KEY (model_id, image_id, task, target_id))""",
     """CREATE TABLE IF NOT EXISTS similarity (
         model_id VARCHAR, reference_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER,
         layer VARCHAR, spearman DOUBLE, ssim DOUBLE, topk_iou DOUBLE, topk DOUBLE,

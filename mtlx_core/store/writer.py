@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: tables in dependency order (units last: a journal row only ever follows its unit's rows)
 TABLES: tuple[str, ...] = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
-                           "explanations", "irof", "similarity", "units")
+                           "target_draws", "explanations", "irof", "similarity", "units")
 #: meta keys that may change between runs without changing what the store means
 VOLATILE_META: frozenset[str] = frozenset({"created_at", "updated_at", "code_version_last", "published_at",
                                            "status", "arms_planned", "arms_complete"})
@@ -76,6 +76,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
     verb = "INSERT OR IGNORE" if ignore else "INSERT"
     sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
     con.executemany(sql, [[r[c] for c in cols] for r in rows])
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -124,6 +131,12 @@ class StoreWriter:
         con = _connect_for_writing(work)
         remove_stale_temps(store)
         remove_stale_temps(work)
+        version = _schema_version(con)
+        if version is not None and version != str(SCHEMA_VERSION):
+            con.close()
+            raise StoreConflictError(f"{store} has schema version {version}; this code writes version "
+                                     f"{SCHEMA_VERSION}: pass another --store or delete {store} (and {work}) "
+                                     "to rebuild it")
         ensure_schema(con)
         w = cls(store, con)
         if w.get_meta("schema_version") is None:

@@ -1,0 +1,226 @@
+"""One model's explanations of an image batch: Grad-CAM at its primary layers (per task), IROF with the
+baselines, the dense model's target draw, and the ablation layers (the rows of precompute's ``targets``,
+``explain`` and ``layer`` units, ``mtlx_core.precompute.units``).
+
+Public API::
+
+    plan = layer_plan(model, tasks, settings, arm_id)   # LayerPlan: primary label per task, ablation labels
+    ex = ModelExplainer(run, tasks, settings, device, arm_id)
+    ex.draw_rows(model_id, batches, TargetDraw(k, seed))  # target_draws rows
+    ex.run_batch(model_id, batch, sps, slic_key, wanted, dense)   # predictions, explanations, irof, similarity
+    ex.run_layer(model_id, batch, sps, slic_key, layer, wanted)   # explanations, irof of one ablation layer
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlx_core.explain.fastforward import FastForward, ForwardSettings
+from mtlx_core.explain.gradcam import Explanation, explain
+from mtlx_core.explain.irof import IrofResult, IrofSettings, irof
+from mtlx_core.explain.superpixels import Superpixels
+from mtlx_core.explain.target_draw import TargetDraw, draw_targets
+from mtlx_core.models.layers import check_layers, layer_label, registered_layers, resolve_layer_name
+from mtlx_core.precompute.presets import ExplainSettings
+from mtlx_core.precompute.shared_random import SharedRandom
+from mtlx_core.precompute.similarity import map_similarity
+from mtlx_core.precompute.units import Batch, DenseMaps
+from mtlx_core.runs import LoadedRun
+from mtlx_core.store.codec import encode_array
+from mtlx_core.tasks import Task
+from mtlx_core.tasks.base import ExplanationTarget
+from mtlx_core.version import code_version
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Where a model is explained: the primary layer's label per task, and the ablation layers (labels) per
+    task (a task's primary layer is not repeated among its ablation layers)."""
+
+    primary: dict[str, str]
+    ablation: dict[str, list[str]]
+
+    @property
+    def ablation_layers(self) -> list[str]:
+        """Every ablation label of any task, in registry order."""
+        return list(dict.fromkeys(x for labels in self.ablation.values() for x in labels))
+
+
+def layer_plan(model: torch.nn.Module, tasks: Any, settings: ExplainSettings, arm_id: str | None = None
+               ) -> LayerPlan:
+    arch = getattr(model, "arch_name", "") or type(model).__name__
+    primary = {}
+    for t in tasks:
+        given = settings.primary_layer(arch, t, arm_id)
+        primary[t] = layer_label(model, resolve_layer_name(model, given, t))
+    check_layers(model, sorted(set(primary.values())), list(tasks))
+    registered = settings.ablation_for(list(registered_layers(model)))
+    check_layers(model, registered, list(tasks))
+    return LayerPlan(primary, {t: [x for x in registered if x != primary[t]] for t in tasks})
+
+
+class ModelExplainer:
+    """A loaded model with its IROF fast forwards (built once, reused by every batch of the model)."""
+
+    def __init__(self, run: LoadedRun, tasks: dict[str, Task], settings: ExplainSettings, device: str,
+                 arm_id: str | None = None) -> None:
+        self.run, self.tasks, self.settings = run, tasks, settings
+        self.model = run.model.to(device).eval()
+        self.device = device
+        self.plan = layer_plan(self.model, tasks, settings, arm_id)
+        self.ablation = self.plan.ablation_layers
+        fwd = ForwardSettings(trim_tasks=settings.trim_tasks, batch1_numerics=settings.batch1_numerics,
+                              fold_bn=settings.fold_bn, channels_last=settings.channels_last)
+        self.fwd = FastForward(self.model, fwd)
+        self.irof_settings = {f: IrofSettings(fill_mode=f, baselines=tuple(b for b in settings.baselines
+                                                                           if b != "random"),
+                                              seed=settings.seed, memory_budget_mb=settings.memory_budget_mb,
+                                              forward=fwd) for f in settings.fill_modes}
+        self.ablation_settings = {f: dataclasses.replace(st, baselines=()) for f, st in self.irof_settings.items()}
+        self.random = ({f: SharedRandom(self.model, tasks, IrofSettings(
+            fill_mode=f, baselines=("random",), seed=settings.seed, memory_budget_mb=settings.memory_budget_mb,
+            forward=fwd), forward=self.fwd) for f in settings.fill_modes} if "random" in settings.baselines else {})
+
+    def targets(self, out: dict[str, torch.Tensor], wanted: dict[tuple[int, str], set[int]] | None
+                ) -> dict[str, list[list[ExplanationTarget]]]:
+        """Targets per task and image: all of the clean prediction's, or only ``wanted`` ids (the dense
+        model's drawn targets, ``target_draws``)."""
+        result: dict[str, list[list[ExplanationTarget]]] = {}
+        for name, task in self.tasks.items():
+            per_image = []
+            for i in range(out[name].shape[0]):
+                found = task.explanation_targets(out[name][i].detach().cpu())
+                if wanted is not None:
+                    found = [t for t in found if t.target_id in wanted.get((i, name), set())]
+                per_image.append(found)
+            result[name] = per_image
+        return result
+
+    def layer_path(self, task: str, layer: str | None = None) -> str:
+        return resolve_layer_name(self.model, self.plan.primary[task] if layer is None else layer, task)
+
+    def clean_forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            return {t: v.float() for t, v in self.model(batch.images.to(self.device)).items()}
+
+    def draw_rows(self, model_id: str, batches: list[Batch], draw: TargetDraw) -> list[dict[str, Any]]:
+        """``target_draws`` rows: every candidate target of every image of ``batches`` (in sample order) and
+        whether the seeded stratified draw took it (``mtlx_core.explain.target_draw``)."""
+        cands: dict[str, list[list[ExplanationTarget]]] = {name: [] for name in self.tasks}
+        keys: list[str] = []
+        for b in batches:
+            found = self.targets(self.clean_forward(b), None)
+            for name in self.tasks:
+                cands[name] += found[name]
+            keys += b.image_ids
+        cv, rows = code_version(), []
+        for name in self.tasks:
+            drawn = draw_targets(cands[name], draw.k, draw.seed, keys, name)
+            for pos, (iid, all_t, took) in enumerate(zip(keys, cands[name], drawn, strict=True)):
+                took_ids = {t.target_id for t in took}
+                rows += [{"model_id": model_id, "image_id": iid, "task": name, "target_id": t.target_id,
+                          "target": t.name, "n_pixels": t.n_pixels, "drawn": t.target_id in took_ids,
+                          "position": pos, "rule": draw.rule, "k": draw.k, "seed": draw.seed, "code_version": cv}
+                         for t in all_t]
+        return rows
+
+    def _explain_all(self, x: torch.Tensor, targets: dict[str, list[list[ExplanationTarget]]],
+                     layer: str | None) -> list[Explanation]:
+        exps: list[Explanation] = []
+        for name, task in self.tasks.items():
+            if layer is not None and layer not in self.plan.ablation[name]:
+                continue  # the task's primary layer: its rows are the primary unit's
+            if any(targets[name]):
+                exps += explain(self.model, x, task, self.layer_path(name, layer), targets=targets[name])
+        return exps
+
+    def run_batch(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
+                  wanted: dict[tuple[int, str], set[int]] | None,
+                  dense: DenseMaps | None) -> dict[str, list[dict[str, Any]]]:
+        """Primary layer: predictions, Grad-CAM, IROF with every baseline, similarity to the dense maps."""
+        x = batch.images.to(self.device)
+        out = self.clean_forward(batch)
+        rows: dict[str, list[dict[str, Any]]] = {"predictions": _prediction_rows(model_id, batch, out)}
+        exps = self._explain_all(x, self.targets(out, wanted), None)
+        cv = code_version()
+        rows["explanations"] = [_explanation_row(model_id, batch, e, self.plan.primary[e.task], "primary", cv)
+                                for e in exps]
+        rows["irof"] = []
+        for fill, st in self.irof_settings.items():
+            results: list[IrofResult] = irof(self.model, x, exps, sps, self.tasks, st, forward=self.fwd) if exps else []
+            if fill in self.random and exps:
+                results += self.random[fill](x, exps, sps)
+            rows["irof"] += [_irof_row(model_id, batch, r, self.layer_path(r.task), self.plan.primary[r.task],
+                                       "primary", slic_settings_key, cv) for r in results]
+        if dense is not None:
+            rows["similarity"] = _similarity_rows(model_id, batch, exps, dense, self.settings.topk, cv)
+        return rows
+
+    def run_layer(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
+                  layer: str, wanted: dict[tuple[int, str], set[int]]) -> dict[str, list[dict[str, Any]]]:
+        """One ablation layer on the primary unit's targets: Grad-CAM and its IROF ordering (no baselines: the
+        margin over chance uses the primary random curves, which do not depend on the layer)."""
+        x = batch.images.to(self.device)
+        exps = self._explain_all(x, self.targets(self.clean_forward(batch), wanted), layer)
+        cv = code_version()
+        rows: dict[str, list[dict[str, Any]]] = {
+            "explanations": [_explanation_row(model_id, batch, e, layer, "ablation", cv) for e in exps], "irof": []}
+        for st in self.ablation_settings.values():
+            results = irof(self.model, x, exps, sps, self.tasks, st, forward=self.fwd) if exps else []
+            rows["irof"] += [_irof_row(model_id, batch, r, self.layer_path(r.task, layer), layer, "ablation",
+                                       slic_settings_key, cv) for r in results]
+        return rows
+
+
+def _explanation_row(model_id: str, batch: Batch, e: Explanation, label: str, role: str, cv: str
+                     ) -> dict[str, Any]:
+    return {"model_id": model_id, "image_id": batch.image_ids[e.image_index], "task": e.task,
+            "target_id": e.target_id, "target": e.target_name, "layer": e.layer, "n_pixels": e.target.n_pixels,
+            "is_zero": bool(e.is_zero), "saliency": encode_array(e.map_input.astype(np.float32)),
+            "saliency_layer": encode_array(e.map_layer.astype(np.float32)), "code_version": cv,
+            "settings": json.dumps({**e.settings.to_dict(), "target_rule": e.target.rule,
+                                    "edges": list(e.target.edges)}), "layer_label": label, "layer_role": role}
+
+
+def _prediction_rows(model_id: str, batch: Batch, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    rows = []
+    for name, pred in out.items():
+        for i, iid in enumerate(batch.image_ids):
+            p = pred[i].cpu()
+            arr = (p.argmax(0).numpy().astype(np.uint8) if name == "segmentation"
+                   else p[0].numpy().astype(np.float16) if name == "depth" else p.numpy().astype(np.float16))
+            rows.append({"model_id": model_id, "image_id": iid, "task": name, "prediction": encode_array(arr)})
+    return rows
+
+
+def _irof_row(model_id: str, batch: Batch, r: IrofResult, layer: str, label: str, role: str, skey: str,
+              cv: str) -> dict[str, Any]:
+    method = "gradcam" if r.ordering == "saliency" else r.ordering
+    settings = {**r.settings.to_dict(), "slic": r.slic.to_dict(), "ordering": r.ordering}
+    return {"model_id": model_id, "image_id": batch.image_ids[r.image_index], "task": r.task,
+            "target_id": r.target_id, "target": r.target_name, "saliency_method": method,
+            "fill_mode": r.settings.fill_mode, "layer": layer, "settings_key": skey, "n_segments": r.n_segments,
+            "clean_score": r.clean_score, "curve": [float(v) for v in r.curve], "aoc": r.aoc,
+            "aoc_norm": r.aoc_norm, "seed": r.settings.seed, "code_version": cv, "status": r.status,
+            "settings": json.dumps(settings, sort_keys=True, default=str), "layer_label": label, "layer_role": role}
+
+
+def _similarity_rows(model_id: str, batch: Batch, exps: list[Explanation], dense: DenseMaps, topk: float,
+                     cv: str) -> list[dict[str, Any]]:
+    rows = []
+    for e in exps:
+        iid = batch.image_ids[e.image_index]
+        ref = dense.maps.get((iid, e.task, e.target_id))
+        if ref is None:
+            continue
+        s = map_similarity(e.map_input, ref, topk)
+        rows.append({"model_id": model_id, "reference_id": dense.model_id, "image_id": iid, "task": e.task,
+                     "target_id": e.target_id, "layer": e.layer, "spearman": s.spearman, "ssim": s.ssim,
+                     "topk_iou": s.topk_iou, "topk": s.topk, "topk_pixels": s.topk_pixels, "code_version": cv})
+    return rows
