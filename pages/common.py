@@ -139,3 +139,13 @@ def pick_layer(store: query.Store, model_ids: list[str], key: str, task: str | N
                          help="The study's layer is the primary one; the others are the layer ablation (the Layers "
                               "page compares them). Only the primary layer has the reversed baseline.")
     return (None if role[label] == "primary" else str(label)), str(label)
+
+
+def margin_columns() -> dict[str, Any]:
+    """``st.dataframe`` column settings of a table of margins over chance (``beats_chance``, ``margin_by_layer``)."""
+    score = st.column_config.NumberColumn(format="%.4g")
+    return {**dict.fromkeys(("margin", "ci_low", "ci_high", "gradcam", "random"), score),
+            "margin_share": st.column_config.NumberColumn("margin / random", format="percent"),
+            "p": st.column_config.NumberColumn("Wilcoxon p", format="%.2g"),
+            "p_holm": st.column_config.NumberColumn("Holm p", format="%.2g"), "layer_label": "layer",
+            "layer_role": "role"}

@@ -5,7 +5,16 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import figures
-from pages.common import TASK_LABELS, VALUE_LABELS, layer_name, pick_arm, q, sparsity_label, store_or_stop
+from pages.common import (
+    TASK_LABELS,
+    VALUE_LABELS,
+    layer_name,
+    margin_columns,
+    pick_arm,
+    q,
+    sparsity_label,
+    store_or_stop,
+)
 
 st.title("Faithfulness by layer")
 st.caption("Grad-CAM explains a prediction through one layer's activations and gradients; the study uses one "
@@ -57,11 +66,6 @@ st.subheader("Margins by model, task and layer")
 table = margins.assign(model=margins["model_id"].map(model_labels), task=margins["task"].map(TASK_LABELS))
 cols = ["model", "model_id", "task", "layer_label", "layer_role", "margin", "ci_low", "ci_high", "margin_share",
         "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
-score = st.column_config.NumberColumn(format="%.4g")
-st.dataframe(table[cols], hide_index=True, key="ly_table", column_config={
-    **dict.fromkeys(("margin", "ci_low", "ci_high", "gradcam", "random"), score),
-    "margin_share": st.column_config.NumberColumn("margin / random", format="percent"),
-    "p": st.column_config.NumberColumn("Wilcoxon p", format="%.2g"),
-    "p_holm": st.column_config.NumberColumn("Holm p", format="%.2g"), "layer_label": "layer", "layer_role": "role"})
+st.dataframe(table[cols], hide_index=True, key="ly_table", column_config=margin_columns())
 st.download_button("Download the layer margins (CSV)", table[cols].to_csv(index=False).encode(),
                    file_name=f"margin_by_layer_{arm.name}_{fill_mode}_{value}.csv", mime="text/csv", key="ly_csv")

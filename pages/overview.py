@@ -10,7 +10,7 @@ import streamlit as st
 
 from mtlx_core.store import query
 from pages import figures
-from pages.common import METHOD_LABELS, TASK_LABELS, VALUE_LABELS, q, store_or_stop
+from pages.common import METHOD_LABELS, TASK_LABELS, VALUE_LABELS, margin_columns, q, store_or_stop
 
 #: verdict of ``query.beats_chance`` -> how the Overview shows it
 VERDICT_STYLE: dict[str, tuple[Callable[..., Any], str]] = {
@@ -117,12 +117,7 @@ else:
     table = chance.assign(arm=chance["arm_id"].map(arm_labels), task=chance["task"].map(TASK_LABELS))
     cols = ["arm", "model_id", "task", "layer_label", "verdict", "margin", "ci_low", "ci_high", "margin_share",
             "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
-    score = st.column_config.NumberColumn(format="%.4g")
-    st.dataframe(table[cols], hide_index=True, key="ov_chance_table", column_config={
-        **dict.fromkeys(("margin", "ci_low", "ci_high", "gradcam", "random"), score),
-        "margin_share": st.column_config.NumberColumn("margin / random", format="percent"),
-        "p": st.column_config.NumberColumn("Wilcoxon p", format="%.2g"),
-        "p_holm": st.column_config.NumberColumn("Holm p", format="%.2g"), "layer_label": "layer"})
+    st.dataframe(table[cols], hide_index=True, key="ov_chance_table", column_config=margin_columns())
     st.download_button("Download the chance check (CSV)", table[cols].to_csv(index=False).encode(),
                        file_name=f"beats_chance_{fill_mode}_{value}.csv", mime="text/csv", key="ov_csv_chance")
 
