@@ -103,15 +103,15 @@ SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
 SMOKE_TRAIN = {"data_root": synth_cache(SMOKE_SYNTH), "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
                "batch_size": 2, "checkpoint_every": 2, "eval_every": 0}
 
-_ARMS_DEMO = (
+_ARMS_DEMO = (  # the arm whose models explain fastest first: it is browsable soonest (demo_tuning.md, round 6)
+    ArmSpec("demo_segnet_mtan_hrank", "SegNet-MTAN · seg + depth + normals · HRank", "demo_segnet_mtan", "hrank",
+            None, (0.0, *HRANK_GRID), prune_preset="demo_segnet_mtan_hrank"),
     # DiSparse's magnitude variant (D7's second): the static one retrains the dense recipe at every level
     ArmSpec("demo_deeplab_disparse", "DeepLab-ResNet34 · seg + normals · DiSparse (magnitude)", "demo_deeplab",
             "disparse", "magnitude", (0.0, *DISPARSE_GRID), prune_preset="demo_deeplab_disparse_magnitude"),
     ArmSpec("demo_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming",
             "demo_segnet_mtan_famo", "netslim", None, (0.0, *NETSLIM_GRID),
             prune_preset="demo_segnet_mtan_famo_netslim"),
-    ArmSpec("demo_segnet_mtan_hrank", "SegNet-MTAN · seg + depth + normals · HRank", "demo_segnet_mtan", "hrank",
-            None, (0.0, *HRANK_GRID), prune_preset="demo_segnet_mtan_hrank"),
 )
 _ARMS_PAPER = (
     ArmSpec("nyuv2_deeplab_disparse", "DeepLab-ResNet34 · NYUv2 seg + normals · DiSparse", "nyuv2_deeplab",
