@@ -97,11 +97,9 @@ def store_settings(settings: Mapping[str, Any]) -> tuple[SlicSettings, IrofSetti
 def store_layer(settings: Mapping[str, Any], arch: str, task: str, arm_id: str | None = None) -> str | None:
     """The primary Grad-CAM layer (label) a store used for a task of a model (``ExplainSettings.primary_layer``
     on the store's recorded settings); None: the model's default (D11)."""
-    layers = {str(k): str(v) for k, v in settings.get("primary_layers") or []}
-    for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
-        if scope in layers:
-            return layers[scope]
-    return settings.get("layer")
+    from mtlx_core.precompute.presets import resolve_primary_layer
+
+    return resolve_primary_layer(settings.get("primary_layers"), settings.get("layer"), arch, task, arm_id)
 
 
 def load_store_model(record: Mapping[str, Any], store_path: str | Path, depth_bins: str = "equal_width",

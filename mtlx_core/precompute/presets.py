@@ -39,6 +39,16 @@ class ArmSpec:
     finetune_iterations: int | None = None  # None: the prune preset's recipe
 
 
+def resolve_primary_layer(primary_layers: Any, layer: str | None, arch: str, task: str,
+                          arm_id: str | None = None) -> str | None:
+    """``ExplainSettings.primary_layer`` on its fields (also as a store records them: lists of pairs)."""
+    layers = {str(k): str(v) for k, v in primary_layers or []}
+    for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
+        if scope in layers:
+            return layers[scope]
+    return layer
+
+
 @dataclass(frozen=True)
 class ExplainSettings:
     """What is explained and how; every field but ``images``/``batch_images``/speed knobs changes numbers."""
@@ -75,11 +85,7 @@ class ExplainSettings:
 
     def primary_layer(self, arch: str, task: str, arm_id: str | None = None) -> str | None:
         """The primary layer (label or path) of a task of a model; None = the model's default (D11)."""
-        layers = dict(self.primary_layers)
-        for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
-            if scope in layers:
-                return layers[scope]
-        return self.layer
+        return resolve_primary_layer(self.primary_layers, self.layer, arch, task, arm_id)
 
     def ablation_for(self, registered: list[str]) -> list[str]:
         """The ablation layers of an architecture with these registered labels (``all``: every one)."""

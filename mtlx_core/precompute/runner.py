@@ -226,11 +226,14 @@ class Runner:
         what = "explain" if phase == "primary" else "layers"
         bar = tqdm(total=(1 + len(levels)) * len(batches), desc=f"[{pos + 1}/{len(self.preset.arms)}] "
                    f"{arm.arm_id} {what}", unit="batch", disable=not self.progress, dynamic_ncols=True)
+        # every model of an arm has the dense model's architecture and tasks, hence its layer plan
+        layers = ([] if phase == "primary" else layer_plan(load_run(dense_id, self.models_dir).model,
+                                                           tasks, self.settings, arm.arm_id).ablation_layers)
         try:
-            self._explain_model(arm, spec, dense_id, None, batches, bar, phase)
+            self._explain_model(arm, spec, dense_id, None, batches, bar, layers)
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar, phase)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
         finally:
             bar.close()
 
@@ -270,15 +273,15 @@ class Runner:
 
     # --- explanations of one model ----------------------------------------------------------------------
     def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,
-                       batches: list[Batch], bar: tqdm, phase: str) -> None:
-        run = load_run(model_id, self.models_dir)
-        tasks = explain_tasks(run, spec, self.settings)
-        layers = layer_plan(run.model, tasks, self.settings, arm.arm_id).ablation_layers if phase == "ablation" else []
+                       batches: list[Batch], bar: tqdm, layers: list[str]) -> None:
+        """The model's primary units of every batch, then its ``layers`` (ablation) units."""
         pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")
                    or any(not self._is_done(f"layer:{model_id}:{b.key}:{lay}") for lay in layers)]
         bar.update(len(batches) - len(pending))
         if not pending:
             return
+        run = load_run(model_id, self.models_dir)
+        tasks = explain_tasks(run, spec, self.settings)
         sha = self.w.con.execute("SELECT checkpoint_sha256 FROM models WHERE model_id = ?", [model_id]).fetchone()
         verify_checkpoint(run, sha[0] if sha else None)
         explainer = ModelExplainer(run, tasks, self.settings, self.device, arm.arm_id)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtlx_core.store.artefacts import _in
 from mtlx_core.store.artefacts import image as image
 from mtlx_core.store.artefacts import image_png as image_png
 from mtlx_core.store.artefacts import images as images
@@ -45,6 +46,7 @@ from mtlx_core.store.artefacts import similarity as similarity
 from mtlx_core.store.artefacts import superpixels as superpixels
 from mtlx_core.store.artefacts import target_draws as target_draws
 from mtlx_core.store.artefacts import targets as targets
+from mtlx_core.store.chance import _check_value
 from mtlx_core.store.chance import beats_chance as beats_chance
 from mtlx_core.store.chance import chance_per_image as chance_per_image
 from mtlx_core.store.chance import margin_by_layer as margin_by_layer
@@ -60,10 +62,6 @@ logger = logging.getLogger(__name__)
 #: primary metric of each task and whether higher is better (the tasks' own)
 PRIMARY_METRIC = {t.name: (t.primary_metric, t.higher_is_better[t.primary_metric])
                   for t in (SegmentationTask, DepthTask, NormalsTask)}
-
-
-def _in(values: Sequence[Any]) -> str:
-    return ", ".join("?" for _ in values) or "NULL"
 
 
 # --- what the store holds --------------------------------------------------------------------------------
@@ -180,11 +178,6 @@ def fill_modes(store: Store) -> list[str]:
     """Fill modes present in the IROF table (``quantus`` first)."""
     modes = [r[0] for r in store.rows("SELECT DISTINCT fill_mode FROM irof")]
     return sorted(modes, key=lambda m: (m != "quantus", m))
-
-
-def _check_value(value: str) -> None:
-    if value not in ("aoc", "aoc_norm"):
-        raise ValueError(f"unknown AOC column {value!r}; valid columns: aoc, aoc_norm")
 
 
 def _per_image_sql(value: str) -> str:
