@@ -18,6 +18,7 @@ demo: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy mtlx_core
 	$(PY) -m pytest -m "not slow" -q
 
 lint: $(VENV)/.installed-dev

@@ -32,7 +32,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),
-    st.Page("pages/irof_steps.py", title="IROF steps", icon=":material/stairs:"),
+    st.Page("pages/irof_steps.py", title="Perturbation steps", icon=":material/stairs:"),
     st.Page("pages/models.py", title="Models", icon=":material/table:"),
     st.Page("pages/live.py", title="Live", icon=":material/upload:"),
 ]

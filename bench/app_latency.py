@@ -48,7 +48,7 @@ from mtlx_core.uploads import load_image_bytes
 
 QUERY_P95_MS = 300.0
 LIVE_PAIR_S = 1.5
-IMAGE_TABLES = ("superpixels", "predictions", "explanations", "irof", "similarity")
+IMAGE_TABLES = ("superpixels", "predictions", "explanations", "faithfulness", "similarity")
 
 
 def pick_store(arg: Path | None) -> tuple[Path, str]:
@@ -91,7 +91,7 @@ def workload(store: query.Store) -> list[tuple[str, Callable[[], Any]]]:
     cases = store.rows("SELECT DISTINCT e.image_id, e.task, e.target_id, m.arm_id FROM explanations e "
                        "JOIN models m USING (model_id) ORDER BY 1, 2, 3")
     arm_models = {a: query.arm_models(store, a)["model_id"].tolist() for a in arms["arm_id"]}
-    fill = query.fill_modes(store)[0]
+    metric = str(query.metric_variants(store)["metric"].iloc[0])
     c = itertools.cycle(cases)
     a = itertools.cycle(arms["arm_id"].tolist())
     m = itertools.cycle(models["model_id"].tolist())
@@ -111,8 +111,8 @@ def workload(store: query.Store) -> list[tuple[str, Callable[[], Any]]]:
         ("overview", lambda: query.overview(store)),
         ("arms", lambda: query.arms(store)),
         ("explain_settings", lambda: query.explain_settings(store)),
-        ("fill_modes", lambda: query.fill_modes(store)),
-        ("figure4", lambda: query.figure4(store, fill, "aoc_norm")),
+        ("metric_variants", lambda: query.metric_variants(store)),
+        ("figure4", lambda: query.figure4(store, metric)),
         ("performance", lambda: query.performance(store)),
         ("models", lambda: query.models(store)),
         ("metrics_wide", lambda: query.metrics_wide(store)),
@@ -125,7 +125,7 @@ def workload(store: query.Store) -> list[tuple[str, Callable[[], Any]]]:
         ("saliency_maps", with_case(query.saliency_maps)),
         ("predictions", lambda: (lambda i, t, _, ms: query.predictions(store, ms, i, t))(*case())),
         ("superpixels", lambda: query.superpixels(store, next(img))),
-        ("irof_curves", with_case(query.irof_curves, (fill,))),
+        ("faithfulness_curves", with_case(query.faithfulness_curves, (metric,))),
         ("similarity", with_case(query.similarity)),
     ]
 

@@ -56,7 +56,8 @@ def score(run_id: str, models_dir: Path, args: argparse.Namespace) -> list[dict]
     spec = get_dataset_spec(run.config["dataset"])
     out = []
     for n_seg in args.segments:
-        settings = ExplainSettings(batch_images=4, max_targets=args.targets, baselines=("random",),
+        settings = ExplainSettings(batch_images=4, max_targets=args.targets, metrics=("irof",),
+                                   orderings=("morf", "random"), n_random=args.random,
                                    slic=SlicSettings(n_segments=n_seg), ablation_layers=tuple(args.layers))
         if cfg is None:
             raise SystemExit(f"run {run_id} has no preset in its config")
@@ -74,9 +75,10 @@ def score(run_id: str, models_dir: Path, args: argparse.Namespace) -> list[dict]
                 if iid in b.image_ids:
                     wanted.setdefault((b.image_ids.index(iid), task), set()).add(tid)
             prim = ex.run_batch(run_id, b, sps, slic_key(settings.slic), wanted, None)
-            rows += prim["irof"]
+            rows += [r for r in prim["faithfulness"] if r["metric"] == "irof"]
             for lay in ex.ablation:
-                rows += ex.run_layer(run_id, b, sps, slic_key(settings.slic), lay, wanted)["irof"]
+                rows += [r for r in ex.run_layer(run_id, b, sps, slic_key(settings.slic), lay, wanted)["faithfulness"]
+                         if r["metric"] == "irof"]
             seg_px = float(np.mean([b.images.shape[-1] * b.images.shape[-2] / s.n_segments for s in sps]))
         sizes = {}
         for lay in dict.fromkeys([*ex.plan.primary.values(), *ex.ablation]):
@@ -88,20 +90,24 @@ def score(run_id: str, models_dir: Path, args: argparse.Namespace) -> list[dict]
                     run.model(batches[0].images[:1])
                 h.remove()
                 sizes[lay] = got[0] if got else (0, 0)
-        random = {(r["image_id"], r["task"], r["target_id"]): r for r in rows if r["saliency_method"] == "random"}
+        random: dict[tuple[str, str, int], list[dict]] = {}
+        for r in rows:
+            if r["ordering"] == "random" and r["status"] == "ok":
+                random.setdefault((r["image_id"], r["task"], r["target_id"]), []).append(r)
         H, W = batches[0].images.shape[-2:]
-        for (task, lay) in sorted({(r["task"], r["layer_label"]) for r in rows if r["saliency_method"] == "gradcam"}):
+        for (task, lay) in sorted({(r["task"], r["layer_label"]) for r in rows if r["ordering"] == "morf"}):
             per_img: dict[str, list[float]] = {}
             g_all, r_all, clean = [], [], []
             for r in rows:
-                if r["saliency_method"] != "gradcam" or r["task"] != task or r["layer_label"] != lay:
+                if r["ordering"] != "morf" or r["task"] != task or r["layer_label"] != lay:
                     continue
                 rr = random.get((r["image_id"], task, r["target_id"]))
-                if r["status"] != "ok" or rr is None or rr["status"] != "ok":
+                if r["status"] != "ok" or not rr:
                     continue
-                per_img.setdefault(r["image_id"], []).append(r["aoc_norm"] - rr["aoc_norm"])
-                g_all.append(r["aoc_norm"])
-                r_all.append(rr["aoc_norm"])
+                chance = float(np.mean([x["score_norm"] for x in rr]))  # D24: mean over the K random orderings
+                per_img.setdefault(r["image_id"], []).append(r["score_norm"] - chance)
+                g_all.append(r["score_norm"])
+                r_all.append(chance)
                 clean.append(r["clean_score"])
             s = paired_summary([np.mean(v) for v in per_img.values()], n_boot=2000)
             h, w = sizes[lay]
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--offset", type=int, default=32, help="skip the first N images of the sample (the demo's)")
     p.add_argument("--segments", type=int, nargs="+", default=[50, 100])
     p.add_argument("--targets", type=lambda v: None if v == "all" else int(v), default=2)
+    p.add_argument("--random", type=int, default=5, help="random orderings K (D24)")
     p.add_argument("--layers", nargs="+", default=["all"])
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)

@@ -1,26 +1,31 @@
-"""On-demand explanations for the app: models of the store on uploaded images, IROF steps, map similarity.
+"""On-demand work for the app: models of the store on uploaded images, and the perturbed images of stored curves.
 
 Public API::
 
     lm = load_store_model(record, store_path)      # record: query.model_record(...); -> LiveModel
     x = to_input(img.array, working_size(img.height, img.width, lm.spec))
     res = explain_image(lm, x, "segmentation")      # -> LiveResult: .prediction, .maps {target_id: Explanation}
-    sp = compute_superpixels(x[0])                  # mtlx_core.explain.superpixels
+    sp = compute_superpixels(x[0])                  # re-exported from mtlx_core.explain.superpixels
     curves = irof_target(lm, x, res.maps[tid], sp)  # {"gradcam": IrofResult, "random": ..., "reversed": ...}
 
-    order = removal_order(saliency, labels, "gradcam" | "reversed" | "random", seed)
-    step_image(image_hwc, labels, order, k, fill_mode)   # the image after k removals, as IROF built it
+    # any stored curve of any curve metric (settings: query.settings_of(store, metric, variant))
+    images = perturbed_steps("deletion", settings, image, saliency, ordering="morf", points=[0, 2])
+    step_map, steps = perturbation_steps("irof", settings, image, None, seed=3, superpixels=labels,
+                                         ordering="random")
 
-Everything here is the library's own Grad-CAM (``explain.gradcam.explain``), superpixels and IROF engine
-(``explain.irof.irof``, ``explain.perturbation``); this module only chooses inputs and shapes outputs.
+Everything here is the library's own Grad-CAM (``explain.gradcam.explain``), superpixels, IROF (``explain.irof``)
+and faithfulness metrics (``faithfulness.registry``: each metric's ``plan``, drawn by
+``faithfulness.engine.perturbed_image``); this module only chooses inputs and shapes outputs. It also re-exports
+``compute_superpixels`` and ``RunError``, so that the pages import nothing else of ``mtlx_core``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +39,14 @@ from mtlx_core.data.layout import DatasetSpec, get_dataset_spec
 from mtlx_core.explain.fastforward import FastForward, ForwardSettings
 from mtlx_core.explain.gradcam import Explanation, explain
 from mtlx_core.explain.irof import IrofResult, IrofSettings, irof
-from mtlx_core.explain.perturbation import CurveTables, perturbed_images, quantus_fills, random_saliency, segment_order
 from mtlx_core.explain.superpixels import SlicSettings, Superpixels
-from mtlx_core.runs import RunError, is_complete, load_run, run_dir
+from mtlx_core.explain.superpixels import compute_superpixels as compute_superpixels  # re-exported for the pages
+from mtlx_core.faithfulness.engine import perturbed_image
+from mtlx_core.faithfulness.metric import ImageContext, Metric, random_map
+from mtlx_core.faithfulness.plan import CurvePlan
+from mtlx_core.faithfulness.registry import METRICS
+from mtlx_core.runs import RunError as RunError  # re-exported: what load_store_model raises
+from mtlx_core.runs import is_complete, load_run, run_dir
 from mtlx_core.store.codec import state_hash
 from mtlx_core.tasks import DepthTask, build_tasks
 from mtlx_core.tasks.base import Task
@@ -135,7 +145,11 @@ def working_size(height: int, width: int, spec: DatasetSpec, scale: str = "model
     if scale not in ("model", "original"):
         raise ValueError(f"unknown scale {scale!r}; valid scales: model, original")
     f = (spec.height * spec.width / (height * width)) ** 0.5 if scale == "model" else 1.0
-    return tuple(max(SIZE_MULTIPLE, round(s * f / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in (height, width))
+
+    def snap(side: int) -> int:
+        return max(SIZE_MULTIPLE, round(side * f / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+    return snap(height), snap(width)
 
 
 def to_input(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -189,32 +203,100 @@ def irof_target(lm: LiveModel, x: torch.Tensor, explanation: Explanation, superp
     return {names[r.ordering]: r for r in results}
 
 
-# --- IROF steps of stored curves ----------------------------------------------------------------------------
+# --- perturbation steps of any stored curve metric ----------------------------------------------------------
+
+#: orderings as the ``faithfulness`` table names them (D24)
+CURVE_ORDERINGS: tuple[str, ...] = ("morf", "lerf", "random")
 
 
-def removal_order(saliency: np.ndarray, labels: np.ndarray, method: str = "gradcam", seed: int = 0) -> np.ndarray:
-    """Segments in the order IROF removes them for ``method`` (``gradcam``, ``reversed`` or ``random``)."""
-    if method not in ORDERINGS:
-        raise ValueError(f"unknown ordering {method!r}; valid orderings: {', '.join(ORDERINGS)}")
-    n = int(labels.max()) + 1
-    source = random_saliency(seed, labels.shape) if method == "random" else saliency
-    order = segment_order(source, labels, n)
-    return order[::-1].copy() if method == "reversed" else order
+def curve_metric(metric: str, settings: Mapping[str, Any]) -> Metric:
+    """The registered curve metric ``metric`` rebuilt from a variant's recorded settings
+    (``query.settings_of``): the recorded ``metric`` options its constructor takes (the others, such as the
+    pixels per step, are derived from them)."""
+    cls = METRICS.get(metric)
+    if cls is None:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    if getattr(cls, "kind", "curve") != "curve":
+        raise ValueError(f"metric {metric!r} has no perturbation curve (kind {getattr(cls, 'kind', '?')!r})")
+    recorded = dict(settings.get("metric") or {})
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        recorded = {k: v for k, v in recorded.items() if k in params}
+    return cls(**recorded)
 
 
-def removal_ranks(order: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``(H, W)`` map of the step (1-based) at which each pixel's segment is removed."""
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(1, len(order) + 1)
-    return rank[labels]
+def _chw(image: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` float32 in [0, 1] from an ``(H, W, 3)`` or ``(3, H, W)`` array (uint8 or float)."""
+    a = np.asarray(image)
+    if a.ndim != 3 or 3 not in (a.shape[0], a.shape[-1]):
+        raise ValueError(f"need an image (H, W, 3) or (3, H, W), got shape {a.shape}")
+    if a.shape[0] != 3:
+        a = np.moveaxis(a, -1, 0)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    return np.ascontiguousarray(a)
 
 
-def step_image(image: np.ndarray, labels: np.ndarray, order: np.ndarray, k: int,
-               fill_mode: str = "quantus") -> np.ndarray:
-    """The ``H x W x 3`` image (float in [0, 1]) after the first ``k`` segments of ``order`` are removed."""
-    chw = np.ascontiguousarray(np.moveaxis(np.asarray(image, dtype=np.float32), -1, 0))
-    fills = quantus_fills(chw, labels, order) if fill_mode == "quantus" else None
-    tables = CurveTables.build([order], [fills], [0])
-    out = perturbed_images(torch.from_numpy(chw)[None], torch.from_numpy(labels)[None], tables,
-                           torch.tensor([0]), torch.tensor([int(k)]), fill_mode)
-    return out[0].permute(1, 2, 0).numpy()
+def _curve_plan(metric: str, settings: Mapping[str, Any], image: np.ndarray, saliency: np.ndarray | None,
+                seed: int | None, superpixels: np.ndarray | None, ordering: str) -> tuple[CurvePlan, np.ndarray]:
+    """The plan the engine scored for one stored curve, and the image it perturbs ``(3, H, W)``."""
+    if ordering not in CURVE_ORDERINGS:
+        raise ValueError(f"unknown ordering {ordering!r}; valid orderings: {', '.join(CURVE_ORDERINGS)}")
+    m = curve_metric(metric, settings)
+    chw = _chw(image)
+    shape = (int(chw.shape[1]), int(chw.shape[2]))
+    if ordering == "random":
+        if seed is None:
+            raise ValueError("a random ordering needs its seed (the faithfulness row's seed column)")
+        ranking = random_map(int(seed), shape)
+    else:
+        if saliency is None:
+            raise ValueError(f"the {ordering} ordering needs the explanation's saliency map")
+        ranking = np.asarray(saliency, dtype=np.float32)
+        if ranking.shape != shape:
+            raise ValueError(f"saliency has shape {ranking.shape}, the image {shape}")
+        if ranking.max() <= ranking.min():
+            raise ValueError("a constant saliency map has no order (status zero_saliency)")
+    sp = None
+    if m.uses_superpixels:
+        if superpixels is None:
+            raise ValueError(f"metric {metric!r} perturbs SLIC segments: pass the image's superpixel labels")
+        labels = np.asarray(superpixels, dtype=np.int64)
+        slic = {k: v for k, v in dict(settings.get("superpixels") or {}).items()
+                if k in SlicSettings.__dataclass_fields__}
+        sp = Superpixels(labels, int(labels.max()) + 1, SlicSettings(**slic))
+    ctx = ImageContext(0, chw, sp)
+    return m.plan(ctx, ranking, ordering == "lerf", (m.label, ordering)), chw
+
+
+def perturbed_steps(metric: str, settings: Mapping[str, Any], image: np.ndarray, saliency: np.ndarray | None = None,
+                    seed: int | None = None, superpixels: np.ndarray | None = None, ordering: str = "morf",
+                    points: Sequence[int] | None = None) -> list[np.ndarray]:
+    """The perturbed images ``(H, W, 3)`` (float32 in [0, 1]) behind a stored curve, at its ``points``
+    (indices into the stored ``curve`` and ``x``; None: every point).
+
+    ``settings``: the variant's recorded settings (``query.settings_of``); ``saliency``: the explanation's map
+    ``(H, W)`` for ``morf`` / ``lerf``; ``seed``: the row's seed for ``random``; ``superpixels``: the image's SLIC
+    labels for segment metrics (IROF). The metric's own ``plan`` and the engine's ``perturbed_image`` build
+    them, so they are the images the metric scored (up to the 8-bit rounding of the stored image)."""
+    plan, chw = _curve_plan(metric, settings, image, saliency, seed, superpixels, ordering)
+    idx = np.arange(len(plan.steps)) if points is None else np.asarray(list(points), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(plan.steps)):
+        raise ValueError(f"curve points {idx.tolist()} out of range: the curve has {len(plan.steps)} points")
+    x0 = torch.from_numpy(chw)
+    fills: dict[object, torch.Tensor | None] = {}
+    return [perturbed_image(x0, plan, int(plan.steps[j]), chw, fills).permute(1, 2, 0).numpy() for j in idx]
+
+
+def perturbation_steps(metric: str, settings: Mapping[str, Any], image: np.ndarray,
+                       saliency: np.ndarray | None = None, seed: int | None = None,
+                       superpixels: np.ndarray | None = None, ordering: str = "morf") -> tuple[np.ndarray, np.ndarray]:
+    """``(step_map, steps)`` of a stored curve (arguments as ``perturbed_steps``): ``step_map`` ``(H, W)`` the
+    step at which each pixel is first perturbed (``n_steps``: never) and ``steps`` the number of steps done at
+    each curve point."""
+    plan, _ = _curve_plan(metric, settings, image, saliency, seed, superpixels, ordering)
+    if plan.changed is not None:  # non-cumulative steps (ROAD, Faithfulness Correlation): first change
+        changed = plan.changed if plan.changed.ndim == 3 else plan.changed.any(1)
+        step_map = np.where(changed.any(0), changed.argmax(0), plan.n_steps)
+    else:
+        step_map = plan.step_map if plan.step_map.ndim == 2 else plan.step_map.min(0)
+    return np.asarray(step_map, dtype=np.int64), np.asarray(plan.steps, dtype=np.int64)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class LoadedImage:
         return int(self.array.shape[1])
 
 
-def _open(data: bytes, name: str) -> Image.Image:
+def _open(data: bytes, name: str) -> ImageFile.ImageFile:
     if not data:
         raise UploadError(f"{name} is empty (0 bytes)")
     if len(data) > MAX_BYTES:

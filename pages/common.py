@@ -10,14 +10,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.store import query
-from mtlx_core.store.errors import BUILD_HINT, StoreBusyError, StoreError, StoreMissingError
 
 TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}
 THUMBNAILS = 8  # images shown as thumbnails above the picker (all are in the picker)
 METHOD_LABELS = {"gradcam": "Grad-CAM", "random": "random baseline", "reversed": "reversed baseline"}
-VALUE_LABELS = {"aoc_norm": "AOC / segments", "aoc": "AOC"}  # the IROF score columns the pages offer
 
 
 def store_or_stop() -> query.Store:
@@ -25,16 +22,16 @@ def store_or_stop() -> query.Store:
     path = query.store_path()
     try:
         return query.open_store(path)
-    except StoreMissingError:
+    except query.StoreMissingError:
         st.info(f"**No study store at `{path}` yet.**\n\nBuild the tiny one (about a minute) or the demo one, "
                 "then reload this page:\n\n```bash\npython -m mtlx_core.precompute --preset smoke\n"
                 "python -m mtlx_core.precompute --preset demo\n```\n\nThe app reads the store named by the "
                 "environment variable `MTLX_STORE` (default `models_store/study.duckdb`).")
-        st.caption(BUILD_HINT)
-    except StoreBusyError as exc:
+        st.caption(query.BUILD_HINT)
+    except query.StoreBusyError as exc:
         st.warning(f"**The store is being written.** {exc}\n\nWhat is ready appears here as soon as precompute "
                    "publishes its first snapshot; reload in a moment.")
-    except StoreError as exc:
+    except query.StoreError as exc:
         st.error(f"**The store cannot be read.** {exc}")
     st.stop()
     raise RuntimeError("unreachable")  # st.stop() raises; this keeps type checkers honest
@@ -52,7 +49,7 @@ def q(store: query.Store, name: str, *args: Any) -> Any:
 
 
 def class_names(dataset: str) -> tuple[str, ...]:
-    return get_dataset_spec(dataset).classes
+    return query.class_names(dataset)
 
 
 def sparsity_label(row: pd.Series | dict[str, Any]) -> str:
@@ -119,7 +116,7 @@ def pick_layer(store: query.Store, model_ids: list[str], key: str, task: str | N
                ) -> tuple[str | None, str]:
     """Grad-CAM layer selector among the layers the models have for the task (primary first).
 
-    Returns the ``layer`` argument of ``saliency_maps`` / ``irof_curves`` (``None`` for the primary layer) and
+    Returns the ``layer`` argument of ``saliency_maps`` / ``faithfulness_curves`` (``None`` for the primary layer) and
     the chosen layer's label."""
     lay = q(store, "layers", model_ids, task)
     if lay.empty:
@@ -137,15 +134,102 @@ def pick_layer(store: query.Store, model_ids: list[str], key: str, task: str | N
 
     label = st.selectbox("Grad-CAM layer", labels, format_func=name, key=key, disabled=len(labels) == 1,
                          help="The study's layer is the primary one; the others are the layer ablation (the Layers "
-                              "page compares them). Only the primary layer has the reversed baseline.")
+                              "page compares them). Some metrics are computed at the primary layer only.")
     return (None if role[label] == "primary" else str(label)), str(label)
 
 
 def margin_columns() -> dict[str, Any]:
     """``st.dataframe`` column settings of a table of margins over chance (``beats_chance``, ``margin_by_layer``)."""
     score = st.column_config.NumberColumn(format="%.4g")
-    return {**dict.fromkeys(("margin", "ci_low", "ci_high", "gradcam", "random"), score),
+    return {**dict.fromkeys(("margin", "ci_low", "ci_high", "random"), score),
+            "gradcam": st.column_config.NumberColumn("Grad-CAM", format="%.4g"),
             "margin_share": st.column_config.NumberColumn("margin / random", format="percent"),
             "p": st.column_config.NumberColumn("Wilcoxon p", format="%.2g"),
             "p_holm": st.column_config.NumberColumn("Holm p", format="%.2g"), "layer_label": "layer",
             "layer_role": "role"}
+
+
+# --- faithfulness metrics --------------------------------------------------------------------------------
+
+METRIC_LABELS = {"irof": "IROF", "deletion": "Deletion", "insertion": "Insertion", "abpc": "AbPC",
+                 "road": "ROAD", "region": "Region perturbation (AOPC)", "pixelflip": "Pixel-flipping",
+                 "faithcorr": "Faithfulness correlation", "rma": "Relevance mass accuracy",
+                 "pointing": "Pointing game", "leakage": "Off-target leakage"}
+#: one line per metric: what it does and what its ``score`` is
+METRIC_NOTES = {
+    "irof": "SLIC segments replaced by the fill, most relevant first; score = area over the curve (AOC), "
+            "normalised = AOC / segments.",
+    "deletion": "pixels replaced by the fill in equal steps, most relevant first; score = area under the curve "
+                "(AUC, lower = more faithful), normalised = 1 − AUC.",
+    "insertion": "pixels copied back into a blurred copy in equal steps, most relevant first; score = AUC "
+                 "(higher = more faithful).",
+    "road": "most relevant pixels removed at fixed percentiles of the clean image and imputed from their "
+            "neighbours (noisy linear imputation); score from the curve, normalised = higher is more faithful.",
+    "region": "square patches perturbed cumulatively, most relevant first; score = AOPC (mean drop).",
+    "pixelflip": "channel features flipped to the fill in steps, most relevant first; score = area under the "
+                 "curve (lower = more faithful).",
+    "faithcorr": "Pearson correlation between the attribution of random subsets and the score drop when they "
+                 "are replaced; normalised = (r + 1) / 2.",
+    "abpc": "area between the least- and the most-relevant-first curves of its base metric (normalised MoRF "
+            "minus LeRF), computed from the stored curves: it has no curve of its own; chance is 0.",
+    "rma": "share of the map's mass inside the target's pixel set; no perturbation, so no curve.",
+    "pointing": "1 when the map's maximum lies in the target's pixel set, else 0; no perturbation, so no curve.",
+    "leakage": "share of the map's |S| most relevant pixels outside the target's pixel set S (normalised = "
+               "1 − leakage); no perturbation, so no curve.",
+}
+VALUE_LABELS = {"score_norm": "normalised (higher = more faithful)", "score": "the metric's own score"}
+VALUE_SHORT = {"score_norm": "normalised", "score": "score"}  # in titles and legends
+SERIES_LABELS = {"explainer": "Grad-CAM", "random": "random ordering (mean of K)",
+                 "reversed": "reversed ordering", "margin": "margin over chance"}
+ORDERING_LABELS = {"morf": "most relevant first", "lerf": "least relevant first", "random": "random ordering"}
+
+
+def metric_label(metric: str) -> str:
+    """``IROF``; a derived metric of another base: ``AbPC of Deletion``."""
+    if metric.startswith("abpc_"):
+        return f"AbPC of {METRIC_LABELS.get(metric[5:], metric[5:])}"
+    return METRIC_LABELS.get(metric, metric)
+
+
+def metric_note(metric: str) -> str:
+    return METRIC_NOTES.get("abpc" if metric.startswith("abpc") else metric, "")
+
+
+def file_tag(metric: str, variant: str, value: str) -> str:
+    """``irof_fill-quantus_score_norm``: the metric choice in a download's file name."""
+    return "_".join(p.replace("=", "-").replace(",", "_") for p in (metric, variant, value))
+
+
+def pick_metric(store: query.Store, key: str, kinds: tuple[str, ...] | None = None) -> tuple[str, str, str]:
+    """Metric selector (``{key}_metric``), and a variant selector (``{key}_variant``, default variant
+    preselected) when the metric has several; ``kinds`` restricts the metrics (``curve``, ``map``, ``derived``).
+    Returns ``(metric, variant, kind)``."""
+    mv = q(store, "metric_variants")
+    if kinds is not None:
+        mv = mv[mv["kind"].isin(kinds)]
+    if mv.empty:
+        st.info("The store has no faithfulness score " + (f"of a {' or '.join(kinds)} metric " if kinds else "")
+                + "yet: precompute publishes each arm when it is finished.")
+        st.stop()
+    metrics = list(dict.fromkeys(mv["metric"]))
+    metric = st.selectbox("Faithfulness metric", metrics, format_func=metric_label, key=f"{key}_metric",
+                          help="Each metric measures faithfulness differently; the study's default is IROF.")
+    rows = mv[mv["metric"] == metric]
+    variants = rows["variant"].tolist()
+    default = str(rows.loc[rows["is_default"], "variant"].iloc[0]) if rows["is_default"].any() else variants[0]
+    if len(variants) == 1:
+        return str(metric), variants[0], str(rows["kind"].iloc[0])
+    vkey = f"{key}_variant"
+    if st.session_state.get(vkey) not in variants:  # e.g. another metric picked since
+        st.session_state.pop(vkey, None)
+    variant = st.selectbox("Variant", variants, index=variants.index(default), key=vkey,
+                           format_func=lambda v: v + (" (default)" if v == default else ""),
+                           help="The settings that distinguish runs of one metric (fill, depth floor, ...).")
+    return str(metric), str(variant), str(rows.loc[rows["variant"] == variant, "kind"].iloc[0])
+
+
+def pick_value(key: str, container: Any = st) -> str:
+    """``score_norm`` or ``score`` (radio ``key``)."""
+    return str(container.radio("Value", list(query.VALUES), horizontal=True, key=key, format_func=VALUE_LABELS.get,
+                               help="normalised: oriented and scaled to [0, 1], comparable across metrics; the "
+                                    "metric's own score: e.g. IROF's AOC, RISE's AUC"))

@@ -1,4 +1,5 @@
-"""Compare: one image, task and target across sparsity levels of one arm (maps, predictions, IROF, drift)."""
+"""Compare: one image, task and target across sparsity levels of one arm (maps, predictions, faithfulness curves
+of any metric, drift)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mtlx_core.precompute.similarity import map_similarity
-from mtlx_core.store.codec import decode_png
+from mtlx_core.store import query
 from pages import figures
 from pages.common import (
+    ORDERING_LABELS,
     TASK_LABELS,
+    VALUE_SHORT,
     class_names,
+    metric_label,
+    metric_note,
     pick_arm,
     pick_image,
     pick_layer,
+    pick_metric,
     pick_target,
+    pick_value,
     q,
     sparsity_label,
     store_or_stop,
@@ -54,10 +60,8 @@ with c2:
     target_id, target_name = pick_target(store, image_id, task, chosen, "cmp_target")
 with c3:
     show_slic = st.toggle("SLIC boundaries", value=False, key="cmp_slic")
-    fill_modes = q(store, "fill_modes")
-    fill_mode = st.selectbox("Fill mode", fill_modes, key="cmp_fill") if len(fill_modes) > 1 else fill_modes[0]
 
-image = decode_png(q(store, "image_png", [image_id])[image_id])
+image = query.decode_png(q(store, "image_png", [image_id])[image_id])
 labels = q(store, "superpixels", image_id) if show_slic else None
 maps = q(store, "saliency_maps", chosen, image_id, task, target_id, layer)
 preds = q(store, "predictions", chosen, image_id, task)
@@ -79,27 +83,47 @@ for col, m in zip(cols, chosen, strict=True):
             st.plotly_chart(figures.prediction(task, preds[m], classes, f"prediction · {label_of[m]}", height),
                             key=f"cmp_pred_{m}")
 
-st.subheader("IROF curves")
-curves = q(store, "irof_curves", chosen, image_id, task, target_id, fill_mode, layer)
-if layer is not None:  # the stored reversed ordering is the primary layer's map reversed: not this layer's baseline
-    curves = curves[curves["saliency_method"] != "reversed"]
+st.subheader("Faithfulness of these explanations")
+m1, m2 = st.columns([2, 1])
+with m1:
+    metric, variant, kind = pick_metric(store, "cmp")
+value = pick_value("cmp_value", m2)
+name = metric_label(metric)
+shown = VALUE_SHORT[value]
+st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
+curves = q(store, "faithfulness_curves", chosen, image_id, task, target_id, metric, variant, layer)
 if curves.empty:
-    st.info("No IROF curve is stored for this target.")
+    st.info(f"No {name} score is stored for this target" + (f" at layer {layer_label}." if layer else "."))
 else:
-    colours = {m: figures.PALETTE[i % len(figures.PALETTE)] for i, m in enumerate(chosen)}
-    left, right = st.columns([3, 2])
-    left.plotly_chart(figures.irof_curves(curves, label_of, colours), key="cmp_curves")
-    table = curves.pivot_table(index="model_id", columns="saliency_method", values="aoc", aggfunc="first")
+    explainer = curves[curves["ordering"] != "random"]
+    rnd = curves[curves["ordering"] == "random"]
+    table = explainer.pivot_table(index="model_id", columns="ordering", values=value, aggfunc="first")
+    table = table[[o for o in ORDERING_LABELS if o in table.columns]]
+    table = table.rename(columns=ORDERING_LABELS if kind == "curve" else {"morf": "Grad-CAM"})
+    if not rnd.empty:
+        what = "random orderings" if kind == "curve" else "random maps"
+        table[f"{what} (mean of {rnd['replicate'].nunique()})"] = rnd.groupby("model_id")[value].mean()
     table.index = [label_of.get(i, i) for i in table.index]
-    right.markdown("**AOC** (area over the curve; Grad-CAM should beat the baselines)")
-    if layer is not None:
-        right.caption("At a layer of the ablation only the random baseline applies: the reversed ordering is "
-                      "stored for the primary layer's map.")
-    right.dataframe(table.style.format("{:.3f}"))
-    bad = curves[curves["status"].fillna("ok") != "ok"]
+    if kind == "curve":
+        colours = {m: figures.PALETTE[i % len(figures.PALETTE)] for i, m in enumerate(chosen)}
+        left, right = st.columns([3, 2])
+        left.plotly_chart(figures.perturbation_curves(curves, label_of, colours, value), key="cmp_curves")
+        right.markdown(f"**{name}** ({shown}) per model and ordering: the explanation should beat the random "
+                       "orderings, and its most relevant first order its reverse.")
+        right.caption("Shaded: the area between the most- and least-relevant-first curves of a model (what AbPC "
+                      "measures); dashed and lighter: the mean of the random orderings.")
+    else:
+        right = st.container()
+        right.markdown(f"**{name}** ({shown}) per model: " + (
+            "a derived metric has no curve of its own; it is computed from the stored curves of its base metric."
+            if kind == "derived" else "a localisation metric scores the map against the target's pixel set: it "
+                                      "perturbs nothing, so it has no curve."))
+    right.dataframe(table.style.format("{:.4g}", na_rep="n/a"), key="cmp_scores")
+    bad = curves[curves["status"].fillna("ok") != "ok"].drop_duplicates(["model_id", "ordering", "status"])
     if not bad.empty:
-        right.caption("Not computed: " + ", ".join(f"{label_of.get(r.model_id, r.model_id)} {r.saliency_method} "
-                                                     f"({r.status})" for r in bad.itertuples()))
+        right.caption("Not scored: " + ", ".join(f"{label_of.get(r.model_id, r.model_id)} "
+                                                   f"{ORDERING_LABELS.get(r.ordering, r.ordering)} ({r.status})"
+                                                   for r in bad.itertuples()))
 
 st.subheader("How far the pruned explanations moved from the dense one")
 if dense_id not in maps:
@@ -123,7 +147,7 @@ for col, m in zip(cols, pruned, strict=True):
         r = s.iloc[0]
         scores, source = (r["spearman"], r["ssim"], r["topk_iou"], r["topk"]), "store"
     else:
-        sim = map_similarity(maps[m], maps[dense_id])
+        sim = query.map_similarity(maps[m], maps[dense_id])
         scores, source = (sim.spearman, sim.ssim, sim.topk_iou, sim.topk), "computed from the stored maps"
     rows.append((label_of[m], *scores, float(np.abs(diff).mean()), source))
 numbers = ("Spearman", "SSIM", "top-k IoU", "top-k share", "mean |difference|")

@@ -13,6 +13,10 @@ from skimage.segmentation import find_boundaries
 PALETTE = px.colors.qualitative.Plotly
 CLASS_PALETTE = px.colors.qualitative.Dark24
 DASH = {"gradcam": "solid", "random": "dash", "reversed": "dot"}
+ORDER_DASH = {"morf": "solid", "lerf": "dot", "random": "dash"}
+ORDER_NAMES = {"morf": "most relevant first", "lerf": "least relevant first", "random": "random ordering"}
+ORDER_COLOUR = {"morf": "#636efa", "lerf": "#636efa", "random": "rgba(120,120,120,0.7)"}
+SERIES_DASH = {"explainer": "solid", "margin": "solid", "random": "dash", "reversed": "dot"}
 
 
 def fit_height(shape: Sequence[int], columns: int, page_width: int = 950, lo: int = 140, hi: int = 460) -> int:
@@ -87,7 +91,8 @@ def difference(diff: np.ndarray, title: str, height: int = 220) -> go.Figure:
 
 def irof_curves(curves: pd.DataFrame, labels: Mapping[str, str], colours: Mapping[str, str],
                 height: int = 380) -> go.Figure:
-    """IROF curves: colour = model, line style = Grad-CAM (solid) / random (dash) / reversed (dot)."""
+    """The Live page's IROF curves (``live.irof_target``): colour = model, line style = Grad-CAM (solid) /
+    random (dash) / reversed (dot)."""
     fig = go.Figure()
     for r in curves.itertuples():
         if len(r.curve) == 0:
@@ -106,24 +111,35 @@ def arm_colours(arm_ids: Sequence[str]) -> dict[str, str]:
     return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arm_ids)}
 
 
-def aoc_vs_sparsity(df: pd.DataFrame, arm_labels: Mapping[str, str], x: str, y_title: str,
-                    baselines: Sequence[str], height: int = 360) -> go.Figure:
-    """Figure 4 (left): mean AOC per arm and sparsity with 95 % bootstrap intervals; baselines dashed."""
+def faithfulness_vs_sparsity(df: pd.DataFrame, arm_labels: Mapping[str, str], x: str, y_title: str,
+                             series: Sequence[str], names: Mapping[str, str] | None = None,
+                             height: int = 360) -> go.Figure:
+    """Figure 4 (left): per arm, the mean over images of each of ``series`` (``query.figure4``'s ``explainer``,
+    ``random``, ``reversed``, ``margin``) vs sparsity; the first series (explainer or margin) solid with its 95 %
+    bootstrap interval, the baselines dashed / dotted and lighter (their interval in the hover); ``names``: the
+    series' legend names."""
     fig = go.Figure()
+    names = names or {}
     colours = arm_colours(list(arm_labels))
     for arm, g in df.groupby("arm_id", sort=False):
         colour = colours.get(arm, "grey")
-        for method in ("gradcam", *baselines):
-            s = g[g["saliency_method"] == method].sort_values(x)
+        for i, name in enumerate(series):
+            s = g[g["series"] == name].sort_values(x)
             if s.empty:
                 continue
+            main = i == 0
+            label = names.get(name, name)
             fig.add_trace(go.Scatter(
-                x=s[x] * 100, y=s["mean"], mode="lines+markers", name=f"{arm_labels.get(arm, arm)} · {method}",
-                line={"color": colour, "dash": DASH.get(method, "solid")}, customdata=s[["model_id"]].to_numpy(),
+                x=s[x] * 100, y=s["mean"], mode="lines+markers", name=f"{arm_labels.get(arm, arm)} · {label}",
+                line={"color": colour, "dash": SERIES_DASH.get(name, "solid"), "width": 2.5 if main else 1.5},
+                customdata=s[["model_id", "ci_low", "ci_high", "n_images"]].to_numpy(),
                 error_y={"type": "data", "symmetric": False, "array": s["ci_high"] - s["mean"],
-                             "arrayminus": s["mean"] - s["ci_low"], "visible": method == "gradcam"},
-                opacity=1.0 if method == "gradcam" else 0.6,
-                hovertemplate="%{customdata[0]}<br>sparsity %{x:.1f} %<br>mean AOC %{y:.3f}<extra></extra>"))
+                         "arrayminus": s["mean"] - s["ci_low"], "visible": main},
+                opacity=1.0 if main else 0.55,
+                hovertemplate=f"%{{customdata[0]}} · {label}<br>sparsity %{{x:.1f}} %<br>mean %{{y:.4g}} "
+                              "[%{customdata[1]:.4g}, %{customdata[2]:.4g}]<br>%{customdata[3]} images<extra></extra>"))
+    if series and series[0] == "margin":
+        fig.add_hline(y=0, line={"color": "grey", "dash": "dash", "width": 1})
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="sparsity (%)",
                       yaxis_title=y_title, legend={"orientation": "h", "y": -0.25, "font": {"size": 10}})
     return fig
@@ -149,36 +165,99 @@ def performance_vs_sparsity(df: pd.DataFrame, arm_labels: Mapping[str, str], x: 
     return fig
 
 
-def removal_ranks(ranks: np.ndarray, labels: np.ndarray, k: int, title: str, height: int = 300) -> go.Figure:
-    """Segments coloured by removal step (1 = first); segments removed by step ``k`` outlined in white."""
-    fig = go.Figure(go.Heatmap(z=ranks, colorscale="Viridis_r", colorbar={"title": "step", "thickness": 10},
-                               hovertemplate="removed at step %{z}<extra></extra>"))
-    fig.add_trace(boundary_trace(labels, "#ffffff"))
-    if k > 0:
-        removed = np.where(ranks <= k, 1.0, np.nan)
-        fig.add_trace(go.Heatmap(z=removed, colorscale=[[0, "rgba(255,0,0,0.35)"], [1, "rgba(255,0,0,0.35)"]],
-                                 showscale=False, hoverinfo="skip"))
-    fig.update_yaxes(autorange="reversed")
-    fig = _image_layout(fig, title, height)
-    fig.update_layout(showlegend=False)
+def rgba(colour: str, alpha: float) -> str:
+    """A plotly colour (``#rrggbb`` or ``rgb(...)``) with transparency."""
+    if colour.startswith("#") and len(colour) == 7:
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r},{g},{b},{alpha})"
+    if colour.startswith("rgb(") and colour.endswith(")"):
+        return f"rgba({colour[4:-1]},{alpha})"
+    return colour
+
+
+def random_mean(curves: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Mean curve and mean ``x`` of the random orderings of one model (replicates of equal length only)."""
+    rnd = [(np.asarray(r.x, float), np.asarray(r.curve, float)) for r in curves.itertuples()
+           if r.ordering == "random" and r.status == "ok" and r.curve is not None and len(r.curve)]
+    if not rnd:
+        return None
+    n = min(len(c) for _, c in rnd)
+    return (np.mean([x[:n] for x, _ in rnd], axis=0), np.mean([c[:n] for _, c in rnd], axis=0), len(rnd))
+
+
+def _ok_curve(r: object) -> bool:
+    return getattr(r, "status", None) == "ok" and getattr(r, "curve", None) is not None and len(r.curve) > 0  # type: ignore[attr-defined]
+
+
+def perturbation_curves(curves: pd.DataFrame, labels: Mapping[str, str], colours: Mapping[str, str],
+                        value: str = "score", height: int = 400) -> go.Figure:
+    """Curves of one target (``query.faithfulness_curves``) over the share of the image perturbed: per model
+    (colour) the most-relevant-first curve (solid) and the least-relevant-first one (dotted) with the area
+    between them shaded, and the mean of the random orderings (dashed, lighter)."""
+    fig = go.Figure()
+    for m, g in curves.groupby("model_id", sort=False):
+        colour, name = colours.get(m, "grey"), labels.get(m, m)
+        by = {r.ordering: r for r in g.itertuples() if r.ordering != "random" and _ok_curve(r)}
+        for o in ("lerf", "morf"):  # lerf first: morf's fill='tonexty' shades the area down / up to it
+            r = by.get(o)
+            if r is None:
+                continue
+            shade = o == "morf" and "lerf" in by
+            what = f"{name} · {ORDER_NAMES[o]}"
+            fig.add_trace(go.Scatter(
+                x=np.asarray(r.x), y=np.asarray(r.curve), mode="lines+markers",
+                name=f"{what} ({'normalised' if value == 'score_norm' else 'score'} {getattr(r, value):.3g})",
+                line={"color": colour, "dash": ORDER_DASH[o], "width": 2.5 if o == "morf" else 1.5},
+                marker={"size": 4}, fill="tonexty" if shade else None, fillcolor=rgba(colour, 0.18) if shade else None,
+                legendgroup=str(m), hovertemplate=f"{what}<br>" "perturbed %{x:.1%}<br>score / clean %{y:.4f}"
+                                                   "<extra></extra>"))
+        rnd = random_mean(g)
+        if rnd is not None:
+            x, y, k = rnd
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} · random (mean of {k})",
+                                     line={"color": rgba(colour, 0.5), "dash": "dash", "width": 1.5},
+                                     legendgroup=str(m), hovertemplate=f"{name} · random<br>" "perturbed %{x:.1%}"
+                                                                       "<br>score / clean %{y:.4f}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="share of the image "
+                      "perturbed", yaxis_title="score / clean score",
+                      legend={"font": {"size": 11}, "orientation": "h", "y": -0.2, "traceorder": "normal"})
+    fig.update_xaxes(tickformat=".0%")
     return fig
 
 
-def curve_position(curves: Mapping[str, np.ndarray], k: int, height: int = 300) -> go.Figure:
-    """The curves of one explanation and its baselines with the current step marked."""
+def step_map(steps: np.ndarray, n_steps: int, k: int, title: str, labels: np.ndarray | None = None,
+             height: int = 300) -> go.Figure:
+    """Pixels coloured by the step at which they are perturbed (1 = first; never: blank); those perturbed
+    after ``k`` steps tinted red; SLIC boundaries optional."""
+    z = np.where(steps < n_steps, steps + 1, np.nan).astype(np.float32)
+    fig = go.Figure(go.Heatmap(z=z, colorscale="Viridis_r", colorbar={"title": "step", "thickness": 10},
+                               hovertemplate="perturbed at step %{z}<extra></extra>"))
+    if labels is not None:
+        fig.add_trace(boundary_trace(labels, "#ffffff"))
+    if k > 0:
+        done = np.where(steps < k, 1.0, np.nan)
+        fig.add_trace(go.Heatmap(z=done, colorscale=[[0, "rgba(255,0,0,0.35)"], [1, "rgba(255,0,0,0.35)"]],
+                                 showscale=False, hoverinfo="skip"))
+    fig.update_yaxes(autorange="reversed")
+    return _image_layout(fig, title, height)
+
+
+def curve_position(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], point: tuple[float, float],
+                   names: Mapping[str, str], height: int = 300) -> go.Figure:
+    """Curves ``{ordering: (x, curve)}`` of one target (``morf``, ``lerf``, ``random``: the mean of K) over the
+    share perturbed, the area between ``morf`` and ``lerf`` shaded, and the shown step ``point`` marked."""
     fig = go.Figure()
-    for method, curve in curves.items():
-        if len(curve) == 0:
-            continue
-        xs = np.arange(0, len(curve) + 1)
-        fig.add_trace(go.Scatter(x=xs, y=np.r_[1.0, curve], mode="lines", name=method,
-                                 line={"dash": DASH.get(method, "solid")}))
-    main = next(iter(curves.values()))
-    if len(main):
-        y = 1.0 if k == 0 else float(main[k - 1])
-        fig.add_trace(go.Scatter(x=[k], y=[y], mode="markers", marker={"size": 12, "color": "red"}, name=f"step {k}"))
-    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="segments removed",
-                      yaxis_title="score / clean score", legend={"orientation": "h", "y": -0.3})
+    for o in sorted(curves, key=lambda o: ("lerf", "morf").index(o) if o in ("lerf", "morf") else 2):
+        x, y = curves[o]
+        shade = o == "morf" and "lerf" in curves
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=names.get(o, o), fill="tonexty" if shade else None,
+                                 fillcolor="rgba(99,110,250,0.18)" if shade else None,
+                                 line={"dash": ORDER_DASH.get(o, "solid"), "color": ORDER_COLOUR.get(o)}))
+    fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker={"size": 12, "color": "red"},
+                             name="shown step"))
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="share perturbed",
+                      yaxis_title="score / clean score", legend={"orientation": "h", "y": -0.3, "traceorder": "normal"})
+    fig.update_xaxes(tickformat=".0%")
     return fig
 
 

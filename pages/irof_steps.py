@@ -1,89 +1,139 @@
-"""IROF steps: the SLIC segments in removal order and the perturbed image at any step of the curve."""
+"""Perturbation steps: the perturbed images behind any stored curve of any curve metric, step by step."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from mtlx_core.live import removal_order, removal_ranks, step_image
-from mtlx_core.store.codec import decode_png
+from mtlx_core.live import perturbation_steps, perturbed_steps
 from pages import figures
 from pages.common import (
-    METHOD_LABELS,
+    ORDERING_LABELS,
     TASK_LABELS,
+    metric_label,
+    metric_note,
     pick_arm,
     pick_image,
     pick_layer,
+    pick_metric,
     pick_target,
     q,
     sparsity_label,
     store_or_stop,
 )
 
-st.title("IROF step by step")
-st.caption("IROF removes the SLIC segments one after another, most salient first, replacing them by a fill value; "
-           "the curve is the task score of the perturbed image divided by its clean score. A faithful map makes "
-           "the curve fall fast (large area over the curve).")
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def perturbed(metric: str, settings: dict[str, Any], image: np.ndarray, saliency: np.ndarray | None,
+              seed: int | None, labels: np.ndarray | None, ordering: str, point: int) -> np.ndarray:
+    return perturbed_steps(metric, settings, image, saliency, seed, labels, ordering, [point])[0]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def step_order(metric: str, settings: dict[str, Any], image: np.ndarray, saliency: np.ndarray | None,
+               seed: int | None, labels: np.ndarray | None, ordering: str) -> tuple[np.ndarray, np.ndarray]:
+    return perturbation_steps(metric, settings, image, saliency, seed, labels, ordering)
+
+
+st.title("Perturbation steps")
+st.caption("A perturbation metric changes the image step after step (the most relevant pixels or segments "
+           "first, the least relevant first, or in a random order) and its curve is the task score of each "
+           "perturbed image over the clean score. Pick a stored curve and walk through the images it scored.")
 store = store_or_stop()
 
 arm = pick_arm(store, "st_arm")
 levels = q(store, "arm_models", arm.name)
 label_of = {r["model_id"]: sparsity_label(r) for _, r in levels.iterrows()}
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3 = st.columns(3)
 model_id = c1.selectbox("Model", list(label_of), format_func=label_of.get, key="st_model")
 task = c2.selectbox("Task", [t for t in TASK_LABELS if t in list(arm["tasks"])], format_func=TASK_LABELS.get,
                     key="st_task")
 with c3:
     layer, layer_label = pick_layer(store, [model_id], "st_layer", task)
-# the reversed ordering is stored for the primary layer's map only; random does not depend on the map
-orderings = ["gradcam", "reversed", "random"] if layer is None else ["gradcam", "random"]
-if st.session_state.get("st_order") not in orderings:
-    st.session_state.pop("st_order", None)
-ordering = c4.selectbox("Ordering", orderings, key="st_order",
-                        format_func=lambda m: METHOD_LABELS[m] if m != "gradcam" else "Grad-CAM (most salient first)")
-modes = q(store, "fill_modes")
-fill_mode = c5.selectbox("Fill mode", modes, key="st_fill")
+c4, c5, c6 = st.columns(3)
+with c4:
+    metric, variant, _ = pick_metric(store, "st", kinds=("curve",))
+name = metric_label(metric)
 image_id = pick_image(store, [model_id], "st_image")
 target_id, target_name = pick_target(store, image_id, task, [model_id], "st_target")
 
-curves = q(store, "irof_curves", [model_id], image_id, task, target_id, fill_mode, layer)
-curves = curves if layer is None else curves[curves["saliency_method"] != "reversed"]
-maps = q(store, "saliency_maps", [model_id], image_id, task, target_id, layer)
-if curves.empty or model_id not in maps:
-    st.info("No IROF curve is stored for this model, target, layer and fill mode.")
+curves = q(store, "faithfulness_curves", [model_id], image_id, task, target_id, metric, variant, layer)
+ok = curves[(curves["status"] == "ok") & (curves["curve"].map(lambda c: c is not None and len(c) > 0))]
+orderings = [o for o in ORDERING_LABELS if o in set(ok["ordering"])]
+if not orderings:
+    why = ", ".join(sorted({f"{o}: {s}" for o, s in zip(curves["ordering"], curves["status"], strict=True)}))
+    st.info(f"No {name} curve (`{variant}`) is stored for this model, target and layer"
+            + (f" ({why}: e.g. an all-zero map has no order)." if why else "."))
     st.stop()
-by_method = {r.saliency_method: r for r in curves.itertuples()}
-row = by_method.get(ordering)
-if row is None or len(row.curve) == 0:
-    st.info(f"The {METHOD_LABELS[ordering]} curve was not computed here "
-            f"({row.status if row is not None else 'not stored'}): e.g. an all-zero map has no order.")
-    st.stop()
-labels = q(store, "superpixels", image_id, row.settings_key)
-seed = int(row.seed) if pd.notna(row.seed) else 0
-order = removal_order(maps[model_id], labels, ordering, seed)
-if len(order) != len(row.curve):
-    st.warning(f"The stored curve has {len(row.curve)} steps but the stored superpixels have {len(order)} segments.")
-n = min(len(order), len(row.curve))
+if st.session_state.get("st_order") not in orderings:
+    st.session_state.pop("st_order", None)
+ordering = c5.selectbox("Ordering", orderings, key="st_order", format_func=ORDERING_LABELS.get)
+rows = ok[ok["ordering"] == ordering].sort_values("replicate")
+if ordering == "random":
+    seeds = dict(zip(rows["replicate"].astype(int), rows["seed"], strict=True))
+    if st.session_state.get("st_rep") not in seeds:
+        st.session_state.pop("st_rep", None)
+    rep = c6.selectbox("Random replicate", list(seeds), key="st_rep",
+                       format_func=lambda j: f"{j + 1} of {len(seeds)} (seed {int(seeds[j])})")
+    row = rows[rows["replicate"] == rep].iloc[0]
+else:
+    row = rows.iloc[0]
+st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
 
-k = st.slider("Segments removed", 0, n, value=min(n, max(1, n // 10)), key="st_k")
-image = decode_png(q(store, "image_png", [image_id])[image_id])
-score = 1.0 if k == 0 else float(row.curve[k - 1])
-m1, m2, m3 = st.columns(3)
-m1.metric("Step", f"{k} / {n}")
-m2.metric("Score / clean score", f"{score:.4f}")
-m3.metric(f"AOC ({METHOD_LABELS.get(ordering, ordering)})", f"{row.aoc:.3f}",
-          help=f"AOC / segments = {row.aoc_norm:.3f}")
+curve, xs = np.asarray(row["curve"], float), np.asarray(row["x"], float)
+n = len(curve)
+if n > 1:
+    if int(st.session_state.get("st_k", 0)) > n - 1:
+        st.session_state.pop("st_k", None)
+    j = st.slider("Curve point", 0, n - 1, value=min(n - 1, max(1, n // 4)), key="st_k",
+                  help="the curve's evaluated steps (0 is the first point of the curve)")
+else:
+    j = 0
+image = q(store, "image", image_id)
+saliency = None if ordering == "random" else q(store, "saliency_maps", [model_id], image_id, task, target_id,
+                                                   layer).get(model_id)
+try:
+    labels = q(store, "superpixels", image_id)
+except KeyError:
+    labels = None
+settings = q(store, "settings_of", metric, variant)
+seed = None if ordering != "random" else int(row["seed"])
+try:
+    steps_map, steps = step_order(metric, settings, image, saliency, seed, labels, ordering)
+    picture = perturbed(metric, settings, image, saliency, seed, labels, ordering, j)
+except ValueError as exc:
+    st.warning(f"The perturbed images of this curve cannot be rebuilt: {exc}")
+    st.stop()
+if len(steps) != n:
+    st.warning(f"The stored curve has {n} points but the metric's plan {len(steps)}: the store was computed with "
+               "other settings or code.")
+k = int(steps[min(j, len(steps) - 1)])
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Curve point", f"{j} / {n - 1}", help=f"{k} perturbation steps done")
+m2.metric("Share perturbed", f"{xs[j]:.1%}")
+m3.metric("Score / clean score", f"{curve[j]:.4f}")
+m4.metric(f"{name} score of this curve", f"{row['score']:.4g}", help=f"normalised: {row['score_norm']:.4g}")
 
 left, mid, right = st.columns(3)
 height = max(260, figures.fit_height(image.shape, 3))
-ranks = removal_ranks(order, labels)
-left.plotly_chart(figures.removal_ranks(ranks, labels, k, "segments by removal step (red: removed)", height),
-                  key="st_ranks")
-perturbed = step_image(image.astype(np.float32) / 255.0, labels, order, k, fill_mode)
-mid.plotly_chart(figures.picture(perturbed, f"perturbed image after {k} removals", height), key="st_perturbed")
-others = {m: r.curve for m, r in by_method.items() if m != ordering}
-right.plotly_chart(figures.curve_position({ordering: row.curve[:n], **others}, k, height), key="st_curve")
-st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, Grad-CAM layer {layer_label}. "
-           "The perturbed image is rebuilt from the stored 8-bit image, superpixels and map with the library's own "
-           "perturbation code, so it matches what IROF scored up to 8-bit rounding of the image.")
+n_steps = int(row["n_steps"]) if row["n_steps"] else int(steps_map.max())
+left.plotly_chart(figures.step_map(steps_map, n_steps, k, "pixels by step (red: changed by the shown step)",
+                                   height=height), key="st_steps")
+mid.plotly_chart(figures.picture(picture, f"perturbed image at point {j}", height), key="st_perturbed")
+shown = {str(r.ordering): (np.asarray(r.x, float), np.asarray(r.curve, float)) for r in ok.itertuples()
+         if r.ordering in ("morf", "lerf")}
+mean = figures.random_mean(ok)
+if ordering == "random":
+    shown["random"] = (xs, curve)
+elif mean is not None:
+    shown["random"] = mean[:2]
+names = {**ORDERING_LABELS, "random": "random (this replicate)" if ordering == "random" else
+         f"random (mean of {mean[2] if mean else 0})"}
+right.plotly_chart(figures.curve_position(shown, (float(xs[j]), float(curve[j])), names, height), key="st_curve")
+st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, Grad-CAM layer {layer_label}, "
+           f"{ORDERING_LABELS[ordering]}. The perturbed image is rebuilt from the stored 8-bit image, map and "
+           "superpixels with the metric's own plan and the engine's perturbation code, so it is what the metric "
+           "scored up to the 8-bit rounding of the image.")

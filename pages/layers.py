@@ -7,10 +7,15 @@ import streamlit as st
 from pages import figures
 from pages.common import (
     TASK_LABELS,
-    VALUE_LABELS,
+    VALUE_SHORT,
+    file_tag,
     layer_name,
     margin_columns,
+    metric_label,
+    metric_note,
     pick_arm,
+    pick_metric,
+    pick_value,
     q,
     sparsity_label,
     store_or_stop,
@@ -24,9 +29,12 @@ st.caption("Grad-CAM explains a prediction through one layer's activations and g
 store = store_or_stop()
 
 arm = pick_arm(store, "ly_arm")
-c1, c2, _ = st.columns([1, 1, 2])
-fill_mode = c1.selectbox("IROF fill mode", q(store, "fill_modes"), key="ly_fill")
-value = c2.radio("AOC", list(VALUE_LABELS), horizontal=True, key="ly_value", format_func=VALUE_LABELS.get)
+c1, c2 = st.columns([1, 1])
+with c1:
+    metric, variant, kind = pick_metric(store, "ly")
+value = pick_value("ly_value", c2)
+name = metric_label(metric)
+st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
 
 levels = q(store, "arm_models", arm.name)
 model_ids = levels["model_id"].tolist()
@@ -41,20 +49,26 @@ if not (layers["layer_role"] == "ablation").any():
             f"```bash\npython -m mtlx_core.precompute --preset {preset} --layers all\n```\n\nIt writes to the same "
             "store (`MTLX_STORE`) and only adds rows: the models, targets and baselines already there are reused.")
 
-margins = q(store, "margin_by_layer", fill_mode, value)
+margins = q(store, "margin_by_layer", metric, variant, value)
 margins = margins[margins["arm_id"] == arm.name]
-y_title = f"margin over random ({VALUE_LABELS[value]})"
-st.caption("Each point: mean over the images of Grad-CAM's IROF score minus the random ordering's on the same "
-           "targets, with its 95 % BCa bootstrap interval; filled markers are significant (Wilcoxon signed-rank, "
-           "Holm-adjusted within the arm and task over its models and layers, p < 0.05). The random ordering does "
-           "not depend on the layer, so the layers differ only by their Grad-CAM ordering. The dense model is "
-           "black; a missing point: no scorable map at that layer (e.g. all maps zero).")
+scored = set(margins["layer_label"])
+if (layers["layer_role"] == "ablation").any() and not (set(layers["layer_label"]) - {""}) <= scored:
+    st.info(f"**{name}** (`{variant}`) is scored at {len(scored)} of the {len(set(layers['layer_label']))} stored "
+            "layers of this arm: precompute may score the ablation layers with fewer metrics and variants than the "
+            "primary layer. Metrics with a point at every layer can be compared across layers.")
+y_title = f"margin of {name} over chance ({VALUE_SHORT[value]})"
+chance = ("AbPC itself (its most- minus its least-relevant-first score; chance is 0)" if kind == "derived" else
+          f"Grad-CAM's {name} score minus the mean of the random orderings on the same targets")
+st.caption(f"Each point: mean over the images of {chance}, with its 95 % BCa bootstrap interval; filled markers "
+           "are significant (Wilcoxon signed-rank, Holm-adjusted within the arm and task over its models and layers, "
+           "p < 0.05). The random ordering does not depend on the layer, so the layers differ only by their Grad-CAM "
+           "map. The dense model is black; a missing point: no scorable map at that layer (e.g. all maps zero).")
 for task in [t for t in TASK_LABELS if t in list(arm["tasks"])]:
     st.markdown(f"**{TASK_LABELS[task]}**")
     mt = margins[margins["task"] == task]
     if mt.empty:
-        st.info(f"No {TASK_LABELS[task].lower()} target has both a scored Grad-CAM curve and a random-ordering "
-                "curve in this arm.")
+        st.info(f"No {TASK_LABELS[task].lower()} target has both a {name} score of Grad-CAM and of the random "
+                "orderings in this arm.")
         continue
     task_layers = q(store, "layers", model_ids, task)  # the primary layer may differ between tasks
     order = task_layers["layer_label"].tolist()  # primary first
@@ -68,4 +82,5 @@ cols = ["model", "model_id", "task", "layer_label", "layer_role", "margin", "ci_
         "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
 st.dataframe(table[cols], hide_index=True, key="ly_table", column_config=margin_columns())
 st.download_button("Download the layer margins (CSV)", table[cols].to_csv(index=False).encode(),
-                   file_name=f"margin_by_layer_{arm.name}_{fill_mode}_{value}.csv", mime="text/csv", key="ly_csv")
+                   file_name=f"margin_by_layer_{arm.name}_{file_tag(metric, variant, value)}.csv", mime="text/csv",
+                   key="ly_csv")

@@ -9,9 +9,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from mtlx_core.explain.superpixels import compute_superpixels
 from mtlx_core.live import (
     LiveModel,
+    RunError,
+    compute_superpixels,
     explain_image,
     irof_target,
     load_store_model,
@@ -19,7 +20,6 @@ from mtlx_core.live import (
     to_input,
     working_size,
 )
-from mtlx_core.runs import RunError
 from mtlx_core.uploads import BUNDLED_PHOTOS, MAX_BYTES, LoadedImage, UploadError, bundled_photo, load_image_bytes
 from pages import figures
 from pages.common import TASK_LABELS, class_names, pick_arm, q, sparsity_label, store_or_stop

@@ -10,7 +10,19 @@ import streamlit as st
 
 from mtlx_core.store import query
 from pages import figures
-from pages.common import METHOD_LABELS, TASK_LABELS, VALUE_LABELS, margin_columns, q, store_or_stop
+from pages.common import (
+    SERIES_LABELS,
+    TASK_LABELS,
+    VALUE_SHORT,
+    file_tag,
+    margin_columns,
+    metric_label,
+    metric_note,
+    pick_metric,
+    pick_value,
+    q,
+    store_or_stop,
+)
 
 #: verdict of ``query.beats_chance`` -> how the Overview shows it
 VERDICT_STYLE: dict[str, tuple[Callable[..., Any], str]] = {
@@ -43,13 +55,15 @@ def dense_name(arm_label: str) -> str:
     return arm_label.rsplit(" · ", 1)[0] if " · " in arm_label else arm_label
 
 
-def chance_line(r: pd.Series, arm_label: str, unit: str) -> str:
-    """One dense model x task cell of ``beats_chance`` in plain words."""
+def chance_line(r: pd.Series, arm_label: str, unit: str, derived: bool = False) -> str:
+    """One dense model x task cell of ``beats_chance`` in plain words (``derived``: AbPC, whose chance is 0)."""
+    against = "over chance (0: the reversed order)" if derived else "over the random ordering"
+    of_random = "" if pd.isna(r["margin_share"]) else f", {share(r['margin_share'])} of the random baseline's score"
     return (f"**{dense_name(arm_label)}** — {TASK_LABELS.get(r['task'], r['task'])}: Grad-CAM at layer "
-            f"`{r['layer_label']}` **{r['verdict']}**: {signed(r['margin'])} {unit} over the random ordering "
-            f"(95 % CI [{signed(r['ci_low'], '')}, {signed(r['ci_high'], '')}]), {share(r['margin_share'])} of the "
-            f"random baseline's score; Wilcoxon p = {r['p']:.2g}, Holm-adjusted {r['p_holm']:.2g}; "
-            f"{plural(int(r['n_images']), 'image')}, {plural(int(r['n_targets']), 'target')}.")
+            f"`{r['layer_label']}` **{r['verdict']}**: {signed(r['margin'])} {unit} {against} "
+            f"(95 % CI [{signed(r['ci_low'], '')}, {signed(r['ci_high'], '')}]){of_random}; Wilcoxon p = "
+            f"{r['p']:.2g}, Holm-adjusted {r['p_holm']:.2g}; {plural(int(r['n_images']), 'image')}, "
+            f"{plural(int(r['n_targets']), 'target')}.")
 
 
 st.title("Faithfulness of explanations under pruning")
@@ -71,30 +85,34 @@ if status["status"] != "complete":
                    "`python -m mtlx_core.precompute` command again to finish it.")
 cols = st.columns(6)
 for col, (label, table) in zip(cols, [("Arms", "arms"), ("Models", "models"), ("Images", "images"),
-                                      ("Explanations", "explanations"), ("IROF curves", "irof"),
+                                      ("Explanations", "explanations"), ("Faithfulness scores", "faithfulness"),
                                       ("Similarities", "similarity")], strict=True):
     col.metric(label, f"{counts.get(table, 0):,}")
-if counts.get("irof", 0) == 0:
-    st.info("No IROF curve has been published yet; precompute publishes each arm when it is finished.")
+if counts.get("faithfulness", 0) == 0:
+    st.info("No faithfulness score has been published yet; precompute publishes each arm when it is finished.")
     st.stop()
 
 arms = q(store, "arms")
 arm_labels = dict(zip(arms["arm_id"], arms["label"], strict=True))
-c1, c2, _ = st.columns([1, 1, 2])
-modes = q(store, "fill_modes")
-fill_mode = c1.selectbox("IROF fill mode", modes, key="ov_fill", help="D18: quantus = running image mean; "
-                         "fixed = per-channel mean of the original image")
-value = c2.radio("AOC", ["aoc_norm", "aoc"], horizontal=True, key="ov_value", format_func=VALUE_LABELS.get)
+c1, c2 = st.columns([1, 1])
+with c1:
+    metric, variant, kind = pick_metric(store, "ov")
+value = pick_value("ov_value", c2)
+name = metric_label(metric)
+derived = kind == "derived"
+st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
+unit = f"{name} ({VALUE_SHORT[value]})"
+tag = file_tag(metric, variant, value)
 
 st.subheader("Do the dense explanations beat chance?")
-chance = q(store, "beats_chance", fill_mode, value)
+chance = q(store, "beats_chance", metric, variant, value)
 cells = [(a.arm_id, t) for a in arms.itertuples() for t in TASK_LABELS if t in list(a.tasks)]
 missing = [c for c in cells if c not in set(zip(chance["arm_id"], chance["task"], strict=True))]
 if chance.empty:
-    st.info(f"**No comparison with chance on this store:** it holds no random-ordering IROF curve (fill mode "
-            f"`{fill_mode}`) on targets where a dense model's Grad-CAM curve was scored, so whether the explanations "
-            "beat chance cannot be told. Precompute stores the random baseline when the preset's baselines include "
-            "`random` (the default).")
+    st.info(f"**No comparison with chance on this store for {name}** (`{variant}`): it holds no random-ordering "
+            "score on targets where a dense model's Grad-CAM was scored, so whether the explanations beat chance "
+            "cannot be told. Precompute stores the random orderings when the preset's orderings include `random` "
+            "(the default).")
 else:
     n_beat = int(chance["verdict"].isin(BEATS).sum())
     n_clear = int((chance["verdict"] == BEATS[0]).sum())
@@ -103,13 +121,15 @@ else:
                 + (f" ({n_clear} clearly)" if n_beat else "") + no_verdict + ".")
     for _, r in chance.iterrows():
         alert, icon = VERDICT_STYLE.get(str(r["verdict"]), (st.warning, ":material/help:"))
-        alert(chance_line(r, arm_labels.get(r["arm_id"]) or str(r["arm_id"]), VALUE_LABELS[value]), icon=icon)
+        alert(chance_line(r, arm_labels.get(r["arm_id"]) or str(r["arm_id"]), unit, derived), icon=icon)
     for arm_id, task in missing:
         st.warning(f"**{dense_name(arm_labels.get(arm_id) or arm_id)}** — {TASK_LABELS[task]}: no verdict: no "
-                   "target has both a scored Grad-CAM curve at the primary layer and a random-ordering curve (e.g. "
-                   "every Grad-CAM map of this task is all-zero there).", icon=":material/help:")
-    st.caption("The margin of an image is Grad-CAM's IROF score minus the score of a random removal order on the "
-               "same targets; shown is its mean over the images with a 95 % BCa bootstrap interval, a two-sided "
+                   f"target has both a {name} score of Grad-CAM at the primary layer and of the random orderings "
+                   "(e.g. every Grad-CAM map of this task is all-zero there).", icon=":material/help:")
+    chance_def = ("its AbPC (its most- minus its least-relevant-first score; chance is 0)" if derived else
+                  f"Grad-CAM's {name} score minus the mean score of the K random orderings")
+    st.caption(f"The margin of an image is {chance_def} on the same targets, averaged over the image's targets; "
+               "shown is its mean over the images with a 95 % BCa bootstrap interval, a two-sided "
                "Wilcoxon signed-rank test over the images, Holm-adjusted over all the dense cells. *Clearly*: "
                "significant and at least 20 % of the random baseline's score. A pruning comparison below only "
                "means something where the dense model beats chance: elsewhere there is no faithful explanation "
@@ -119,30 +139,39 @@ else:
             "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
     st.dataframe(table[cols], hide_index=True, key="ov_chance_table", column_config=margin_columns())
     st.download_button("Download the chance check (CSV)", table[cols].to_csv(index=False).encode(),
-                       file_name=f"beats_chance_{fill_mode}_{value}.csv", mime="text/csv", key="ov_csv_chance")
+                       file_name=f"beats_chance_{tag}.csv", mime="text/csv", key="ov_csv_chance")
 
-fig4 = q(store, "figure4", fill_mode, value)
+fig4 = q(store, "figure4", metric, variant, value)
 perf = q(store, "performance")
 tasks = [t for t in TASK_LABELS if t in set(fig4["task"]) | set(perf["task"])]
-st.subheader("Mean AOC and task performance vs sparsity")
-c3, c4, _ = st.columns([1, 1, 2])
+st.subheader(f"{name} and task performance vs sparsity")
+c3, c4, c5 = st.columns([1, 1, 2])
 x = c3.radio("Sparsity axis", ["target_sparsity", "sparsity"], horizontal=True, key="ov_x",
              format_func=lambda v: {"target_sparsity": "target", "sparsity": "achieved"}[v])
-baselines = c4.multiselect("Baselines", ["random", "reversed"], default=["random"], key="ov_baselines",
-                           format_func=METHOD_LABELS.get)
-st.caption("Left: mean AOC of Grad-CAM (solid, 95 % bootstrap interval over images) and of the baselines (dashed "
-           "random, dotted reversed); higher = more faithful. Right: the task's primary validation metric "
-           "(pooled over all pixels of the split, so it has no per-image interval) and the trivial predictor. "
-           "Click a point to open that model's images in Compare.")
+margin = c4.toggle("Margin over chance", key="ov_margin",
+                   help="Grad-CAM minus the mean of the random orderings per image (AbPC: its value), with its 95 % "
+                        "bootstrap interval; 0 = no better than chance")
+baselines = c5.multiselect("Baselines", ["random", "reversed"], default=["random", "reversed"], key="ov_baselines",
+                           format_func=SERIES_LABELS.get, disabled=margin)
+series = ["margin"] if margin else ["explainer", *baselines]
+absent = sorted(set(baselines) - set(fig4["series"])) if not margin else []
+orient = "; higher = more faithful" if value == "score_norm" else ""
+st.caption(f"Left: mean {name} ({VALUE_SHORT[value]}{orient}) over images of "
+           + ("the margin of Grad-CAM over chance (95 % bootstrap interval over images; 0 = chance)" if margin else
+              "Grad-CAM (solid, 95 % bootstrap interval over images) and of the baselines (dashed: the mean of the "
+              "K random orderings, dotted: the reversed ordering)")
+           + ("" if not absent else f"; {name} has no {' or '.join(absent)} series here")
+           + ". Right: the task's primary validation metric (pooled over all pixels of the split, so it has no "
+             "per-image interval) and the trivial predictor. Click a point to open that model's images in Compare.")
 
 selected = None
+y_title = f"{'margin of ' if margin else 'mean '}{name} ({VALUE_SHORT[value]})"
 for task in tasks:
     st.markdown(f"**{TASK_LABELS[task]}**")
     left, right = st.columns(2)
     ft = fig4[fig4["task"] == task]
-    fig = figures.aoc_vs_sparsity(ft, arm_labels, x, "mean AOC / segments" if value == "aoc_norm" else "mean AOC",
-                                  baselines)
-    event = left.plotly_chart(fig, key=f"ov_aoc_{task}", on_select="rerun", selection_mode="points")
+    fig = figures.faithfulness_vs_sparsity(ft, arm_labels, x, y_title, series, names=SERIES_LABELS)
+    event = left.plotly_chart(fig, key=f"ov_faith_{task}", on_select="rerun", selection_mode="points")
     pt = perf[perf["task"] == task]
     if not pt.empty:
         fig_p = figures.performance_vs_sparsity(pt, arm_labels, x, str(pt["metric"].iloc[0]))
@@ -174,12 +203,15 @@ if selected is not None:
     st.switch_page("pages/compare.py")
 
 st.subheader("Aggregates")
-st.dataframe(fig4.assign(method=fig4["saliency_method"].map(lambda m: METHOD_LABELS.get(m, m))),
-             hide_index=True, height=240)
+table4 = fig4.assign(metric=metric, variant=variant, value=value, arm=fig4["arm_id"].map(arm_labels),
+                     task=fig4["task"].map(TASK_LABELS), series=fig4["series"].map(lambda v: SERIES_LABELS.get(v, v)))
+st.dataframe(table4, hide_index=True, height=240, key="ov_fig4_table")
 d1, d2, d3 = st.columns(3)
-d1.download_button("Download AOC aggregates (CSV)", fig4.to_csv(index=False).encode(),
-                   file_name=f"aoc_{fill_mode}_{value}.csv", mime="text/csv", key="ov_csv_aoc")
-d2.download_button("Download per-image AOC (CSV)", q(store, "aoc_per_image", fill_mode, value).to_csv(index=False)
-                   .encode(), file_name=f"aoc_per_image_{fill_mode}_{value}.csv", mime="text/csv", key="ov_csv_img")
+d1.download_button(f"Download {name} aggregates (CSV)", fig4.assign(metric=metric, variant=variant, value=value)
+                   .to_csv(index=False).encode(), file_name=f"figure4_{tag}.csv", mime="text/csv", key="ov_csv_fig4")
+per_image = q(store, "faithfulness_per_image", metric, variant, value)
+d2.download_button(f"Download per-image {name} (CSV)", per_image.assign(metric=metric, variant=variant, value=value)
+                   .to_csv(index=False).encode(), file_name=f"per_image_{tag}.csv", mime="text/csv",
+                   key="ov_csv_img")
 d3.download_button("Download task performance (CSV)", perf.to_csv(index=False).encode(),
                    file_name="task_performance.csv", mime="text/csv", key="ov_csv_perf")

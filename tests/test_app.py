@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from _app_store import smoke_store_path
 from PIL import Image
@@ -42,18 +44,29 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def array(v: object) -> np.ndarray:
+    """A plotly array of a figure's JSON (plain list or typed base64) as numpy."""
+    if isinstance(v, dict):
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
+    return np.asarray(v, dtype=float)
+
+
 def widget_keys(at: AppTest) -> set[str]:
     kinds = ("selectbox", "radio", "multiselect", "slider", "toggle", "button", "file_uploader")
     return {w.key for kind in kinds for w in getattr(at, kind)}
 
 
 @pytest.mark.parametrize(("page", "title", "keys"), [
-    (None, "Faithfulness of explanations under pruning", {"ov_fill", "ov_value", "ov_x", "ov_baselines", "ov_model"}),
+    (None, "Faithfulness of explanations under pruning",
+     {"ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model"}),
     ("pages/compare.py", "Compare explanations across sparsity",
-     {"cmp_arm", "cmp_models", "cmp_task", "cmp_layer", "cmp_image", "cmp_target", "cmp_slic"}),
-    ("pages/layers.py", "Faithfulness by layer", {"ly_arm", "ly_fill", "ly_value"}),
-    ("pages/irof_steps.py", "IROF step by step",
-     {"st_arm", "st_model", "st_task", "st_layer", "st_order", "st_image", "st_target", "st_k"}),
+     {"cmp_arm", "cmp_models", "cmp_task", "cmp_layer", "cmp_image", "cmp_target", "cmp_slic", "cmp_metric",
+      "cmp_variant", "cmp_value"}),
+    ("pages/layers.py", "Faithfulness by layer", {"ly_arm", "ly_metric", "ly_variant", "ly_value"}),
+    ("pages/irof_steps.py", "Perturbation steps",
+     {"st_arm", "st_model", "st_task", "st_layer", "st_metric", "st_variant", "st_order", "st_image", "st_target",
+      "st_k"}),
     ("pages/models.py", "Models", {"md_arm"}),
     ("pages/live.py", "Live: explain your own image", {"lv_source", "lv_upload"}),
 ])
@@ -64,14 +77,72 @@ def test_every_page_runs_and_shows_its_widgets(store_env: Path, page: str | None
     assert not at.error
 
 
-def test_overview_plots_figure4_per_task_and_the_aoc_choice_changes_it(store_env: Path) -> None:
+def test_overview_plots_figure4_per_task_and_the_value_choice_changes_it(store_env: Path) -> None:
     at = run_page()
-    tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM irof")}
+    tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM faithfulness")}
     before = figures(at)
-    assert len(before) == 2 * len(tasks)  # AOC and performance per task
-    at.radio(key="ov_value").set_value("aoc").run()
+    assert len(before) == 2 * len(tasks)  # faithfulness and performance per task
+    at.radio(key="ov_value").set_value("score").run()
     after = figures(at)
-    assert before[0]["data"][0]["y"] != after[0]["data"][0]["y"]
+    assert not np.array_equal(array(before[0]["data"][0]["y"]), array(after[0]["data"][0]["y"]))
+
+
+def figure4_traces(at: AppTest, store: query.Store, task: str) -> dict[str, np.ndarray]:
+    """The Figure 4 chart of ``task`` on the Overview: ``{trace name: y}``."""
+    tasks = [t for t in TASK_LABELS if t in {r[0] for r in store.rows("SELECT DISTINCT task FROM faithfulness")}]
+    chart = figures(at)[2 * tasks.index(task)]
+    return {d["name"]: array(d["y"]) for d in chart["data"]}
+
+
+def expected_series(store: query.Store, fig4: pd.DataFrame, arm_id: str, task: str, series: str) -> np.ndarray:
+    s = fig4[(fig4["arm_id"] == arm_id) & (fig4["task"] == task) & (fig4["series"] == series)]
+    return s.sort_values("target_sparsity")["mean"].to_numpy()
+
+
+def test_overview_metric_selector_switches_figure4_to_that_metrics_scores(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    arm = query.arms(store).iloc[0]
+    task = next(t for t in TASK_LABELS if t in list(arm["tasks"]))
+    name = f"{arm['label']} · Grad-CAM"
+    at = run_page()
+    assert at.selectbox(key="ov_metric").value == "irof"
+    assert at.selectbox(key="ov_variant").value == query.default_variant(store, "irof")
+    shown = {}
+    for metric in ("irof", "deletion"):
+        at.selectbox(key="ov_metric").set_value(metric).run()
+        assert not at.exception
+        traces = figure4_traces(at, store, task)
+        want = expected_series(store, query.figure4(store, metric), arm["arm_id"], task, "explainer")
+        np.testing.assert_allclose(traces[name], want)
+        shown[metric] = traces[name]
+        assert f"{arm['label']} · random ordering (mean of K)" in traces
+    assert not np.allclose(shown["irof"], shown["deletion"])
+    chart = figures(at)[0]
+    assert "Deletion" in chart["layout"]["yaxis"]["title"]["text"]
+    assert [b.proto.label for b in at.get("download_button")][1:3] == [
+        "Download Deletion aggregates (CSV)", "Download per-image Deletion (CSV)"]
+
+
+def test_overview_margin_toggle_shows_the_margin_over_chance(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    arm = query.arms(store).iloc[0]
+    task = next(t for t in TASK_LABELS if t in list(arm["tasks"]))
+    at = run_page()
+    at.toggle(key="ov_margin").set_value(True).run()
+    assert not at.exception
+    traces = figure4_traces(at, store, task)
+    assert all(n.endswith("· margin over chance") for n in traces)
+    want = expected_series(store, query.figure4(store), arm["arm_id"], task, "margin")
+    np.testing.assert_allclose(traces[f"{arm['label']} · margin over chance"], want)
+
+
+def test_overview_map_and_derived_metrics_draw_figure4_too(store_env: Path) -> None:
+    at = run_page()
+    for metric in ("abpc", "rma"):
+        at.selectbox(key="ov_metric").set_value(metric).run()
+        assert not at.exception
+        assert not at.error
+        assert any(d["name"].endswith("· Grad-CAM") for d in figures(at)[0]["data"])
 
 
 def test_overview_open_in_compare_drills_down_to_that_model(store_env: Path) -> None:
@@ -88,7 +159,7 @@ def test_overview_open_in_compare_drills_down_to_that_model(store_env: Path) -> 
 def test_overview_offers_four_csv_downloads(store_env: Path) -> None:
     at = run_page()
     assert [b.proto.label for b in at.get("download_button")] == [
-        "Download the chance check (CSV)", "Download AOC aggregates (CSV)", "Download per-image AOC (CSV)",
+        "Download the chance check (CSV)", "Download IROF aggregates (CSV)", "Download per-image IROF (CSV)",
         "Download task performance (CSV)"]
 
 
@@ -98,7 +169,7 @@ ALERTS = {"clearly beats chance": "success", "beats chance": "info", "no better 
 
 def test_overview_says_for_each_dense_model_and_task_whether_it_beats_chance(store_env: Path) -> None:
     store = query.open_store(store_env)
-    chance = query.beats_chance(store, query.fill_modes(store)[0], "aoc_norm")  # the page's defaults
+    chance = query.beats_chance(store)  # the page's defaults: IROF's default variant, normalised scores
     assert not chance.empty
     at = run_page()
     lines = {kind: [a.value for a in getattr(at, kind) if "Grad-CAM at layer" in a.value]
@@ -119,7 +190,7 @@ def test_layers_page_draws_one_chart_per_task_of_the_arm_with_one_trace_per_mode
     store = query.open_store(store_env)
     at = run_page("pages/layers.py")
     arm = query.arms(store).set_index("arm_id").loc[at.selectbox(key="ly_arm").value]
-    margins = query.margin_by_layer(store, query.fill_modes(store)[0], "aoc_norm")
+    margins = query.margin_by_layer(store)  # the page's defaults: IROF's default variant, normalised scores
     margins = margins[margins["arm_id"] == arm.name]
     charts = figures(at)
     assert len(charts) == len(arm["tasks"])
@@ -136,7 +207,7 @@ def test_layers_page_tells_how_to_add_layers_when_only_the_primary_is_stored(
     path = tmp_path / "study.duckdb"
     shutil.copy(smoke_store_path(), path)
     with duckdb.connect(str(path)) as con:  # the store as precompute writes it without ablation layers
-        for table in ("explanations", "irof"):
+        for table in ("explanations", "faithfulness"):
             con.execute(f"DELETE FROM {table} WHERE layer_role = 'ablation'")
     monkeypatch.setenv("MTLX_STORE", str(path))
     store = query.open_store(path)
@@ -176,7 +247,50 @@ def test_compare_needs_two_levels(store_env: Path) -> None:
     assert any("at least two" in i.value for i in at.info)
 
 
-def test_irof_steps_slider_moves_the_perturbed_image_and_the_curve_marker(store_env: Path) -> None:
+def curve_chart(at: AppTest) -> dict | None:
+    """The Compare page's chart of perturbation curves (the first chart of lines), if any."""
+    return next((f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scatter"), None)
+
+
+def test_compare_curves_shade_the_area_between_morf_and_lerf_over_the_share_perturbed(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    at = run_page("pages/compare.py")
+    at.selectbox(key="cmp_metric").set_value("deletion").run()
+    assert not at.exception
+    chart = curve_chart(at)
+    assert chart is not None
+    chosen = at.multiselect(key="cmp_models").value
+    curves = query.faithfulness_curves(store, chosen, at.radio(key="cmp_image").value,
+                                       at.selectbox(key="cmp_task").value, at.selectbox(key="cmp_target").value,
+                                       "deletion")
+    ok = curves[(curves["status"] == "ok") & (curves["ordering"] == "morf")]
+    assert not ok.empty
+    traces = chart["data"]
+    morf = [d for d in traces if " · most relevant first (" in d["name"]]
+    assert len(morf) == len(ok)
+    for d in morf:  # morf fills to the lerf curve drawn just before it
+        assert d["fill"] == "tonexty"
+        assert " · least relevant first (" in traces[traces.index(d) - 1]["name"]
+    np.testing.assert_allclose(array(morf[0]["x"]), ok["x"].iloc[0])  # x: the share of the image perturbed
+    assert any("random (mean of" in d["name"] for d in traces)
+
+
+def test_compare_map_and_derived_metrics_show_numbers_and_say_why_there_is_no_curve(store_env: Path) -> None:
+    at = run_page("pages/compare.py")
+    for metric, why in (("rma", "so it has no curve"), ("abpc", "has no curve of its own")):
+        at.selectbox(key="cmp_metric").set_value(metric).run()
+        assert not at.exception
+        assert curve_chart(at) is None
+        assert any(why in m.value for m in at.markdown)
+        assert "Grad-CAM" in at.dataframe[0].value.columns
+
+
+def image_z(fig: dict) -> np.ndarray:
+    """The RGB pixels of a picture figure."""
+    return array(fig["data"][0]["z"])
+
+
+def test_steps_slider_moves_the_perturbed_image_and_the_curve_marker(store_env: Path) -> None:
     at = run_page("pages/irof_steps.py")
     before = figures(at)
     at.slider(key="st_k").set_value(at.slider(key="st_k").max).run()
@@ -186,6 +300,43 @@ def test_irof_steps_slider_moves_the_perturbed_image_and_the_curve_marker(store_
     assert before[2] != after[2]
     n = int(at.slider(key="st_k").max)
     assert at.metric[0].value == f"{n} / {n}"
+
+
+@pytest.mark.parametrize("metric", ["deletion", "irof"])
+def test_steps_page_renders_the_perturbed_images_of_a_curve_metric(store_env: Path, metric: str) -> None:
+    store = query.open_store(store_env)
+    at = run_page("pages/irof_steps.py")
+    at.selectbox(key="st_metric").set_value(metric).run()
+    assert not at.exception
+    assert not at.warning
+    clean = query.image(store, at.radio(key="st_image").value)
+    at.slider(key="st_k").set_value(0).run()
+    first = image_z(figures(at)[1])
+    assert first.shape == clean.shape
+    changed = np.any(first != clean, axis=-1)
+    if metric == "deletion":  # the curve starts at the clean image
+        assert not changed.any()
+    else:  # IROF's first point: one segment removed
+        labels = query.superpixels(store, at.radio(key="st_image").value)
+        assert changed.any()
+        assert len(np.unique(labels[changed])) == 1
+    at.slider(key="st_k").set_value(at.slider(key="st_k").max).run()
+    last = image_z(figures(at)[1])
+    assert np.mean(np.any(last != clean, axis=-1)) > 0.5  # everything perturbed (bar pixels equal to the fill)
+    assert at.metric[1].value == "100.0%"
+
+
+def test_steps_page_picks_a_random_replicate(store_env: Path) -> None:
+    at = run_page("pages/irof_steps.py")
+    at.selectbox(key="st_order").set_value("random").run()
+    assert not at.exception
+    reps = at.selectbox(key="st_rep")
+    assert len(reps.options) > 1
+    at.slider(key="st_k").set_value(1).run()
+    first = image_z(figures(at)[1])
+    reps.set_value(1).run()
+    assert not at.exception
+    assert not np.array_equal(image_z(figures(at)[1]), first)  # another seed, another order
 
 
 def test_models_page_lists_every_model(store_env: Path) -> None:

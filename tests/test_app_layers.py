@@ -1,4 +1,4 @@
-"""The layer ablation in the app (Layers page, layer selectors of Compare and IROF steps) on a smoke store with
+"""The layer ablation in the app (Layers page, layer selectors of Compare and Perturbation steps) on a smoke store with
 every registered Grad-CAM layer explained.
 
 The store: the app tests' smoke store when it already has ablation layers (``MTLX_TEST_STORE``), else a copy of it
@@ -106,15 +106,27 @@ def test_compare_offers_exactly_the_stored_layers_and_a_non_primary_one_shows_it
     assert not at.exception
     np.testing.assert_allclose(dense_map(at), query.saliency_maps(store, [dense], image_id, task, target, other)[dense])
     curves = next(f for f in figures(at) if f["data"][0]["type"] == "scatter")
-    assert not any("reversed" in d["name"] for d in curves["data"])  # the primary map's reversal is not this layer's
+    names = [d["name"] for d in curves["data"]]
+    assert any(" · most relevant first (" in n for n in names)
+    stored = query.faithfulness_curves(store, chosen, image_id, task, target, layer=other)
+    assert set(stored.loc[stored["ordering"] != "random", "layer_label"]) == {other}
+    if "lerf" not in set(stored["ordering"]):  # what the store has at this layer, nothing borrowed from the primary
+        assert not any(" · least relevant first (" in n for n in names)
 
 
-def test_irof_steps_at_a_non_primary_layer_offers_no_reversed_ordering(store_env: Path) -> None:
+def test_steps_page_offers_the_orderings_stored_at_the_chosen_layer(store_env: Path) -> None:
+    store = query.open_store(store_env)
     at = run_page("pages/irof_steps.py")
-    assert at.selectbox(key="st_order").options == ["Grad-CAM (most salient first)", "reversed baseline",
-                                                    "random baseline"]
-    at.selectbox(key="st_order").set_value("reversed").run()
+    assert at.selectbox(key="st_order").options == ["most relevant first", "least relevant first", "random ordering"]
+    at.selectbox(key="st_order").set_value("lerf").run()
     at.selectbox(key="st_layer").select_index(1).run()
     assert not at.exception
-    assert at.selectbox(key="st_order").options == ["Grad-CAM (most salient first)", "random baseline"]
-    assert at.selectbox(key="st_order").value == "gradcam"
+    layer = at.selectbox(key="st_layer").value
+    curves = query.faithfulness_curves(store, [at.selectbox(key="st_model").value], at.radio(key="st_image").value,
+                                       at.selectbox(key="st_task").value, at.selectbox(key="st_target").value,
+                                       layer=layer)
+    labels = {"morf": "most relevant first", "lerf": "least relevant first", "random": "random ordering"}
+    stored = [labels[o] for o in labels if o in set(curves.loc[curves["status"] == "ok", "ordering"])]
+    assert at.selectbox(key="st_order").options == stored
+    if "least relevant first" not in stored:
+        assert at.selectbox(key="st_order").value == "morf"

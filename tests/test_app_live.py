@@ -1,4 +1,5 @@
-"""The Live page's logic (mtlx_core.live): model loading from the store, input sizing, Grad-CAM, IROF steps."""
+"""The Live page's logic (mtlx_core.live): model loading from the store, input sizing, Grad-CAM, IROF, and the
+perturbed images of stored curves (the Perturbation steps page)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ from mtlx_core.live import (
     explain_image,
     irof_target,
     load_store_model,
-    removal_order,
-    removal_ranks,
-    step_image,
+    perturbation_steps,
+    perturbed_steps,
     to_input,
     working_size,
 )
 from mtlx_core.runs import RunError
 from mtlx_core.store import query
+from mtlx_core.tasks.base import ScoreOptions
 
 
 @pytest.fixture(scope="module")
@@ -46,33 +47,6 @@ def test_to_input_resizes_to_a_batch_of_one_in_unit_range() -> None:
     x = to_input(np.random.default_rng(0).random((480, 640, 3)).astype(np.float32), (96, 128))
     assert x.shape == (1, 3, 96, 128)
     assert 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
-
-
-def test_removal_order_reversed_is_the_gradcam_order_backwards() -> None:
-    labels = np.repeat(np.arange(4), 4).reshape(4, 4)  # four horizontal bands
-    saliency = np.array([[0.1], [0.9], [0.5], [0.0]]) * np.ones((4, 4))
-    assert removal_order(saliency, labels, "gradcam").tolist() == [1, 2, 0, 3]
-    assert removal_order(saliency, labels, "reversed").tolist() == [3, 0, 2, 1]
-    assert sorted(removal_order(saliency, labels, "random", seed=5).tolist()) == [0, 1, 2, 3]
-    assert removal_ranks(np.array([1, 2, 0, 3]), labels)[:, 0].tolist() == [3, 1, 2, 4]
-
-
-@pytest.mark.parametrize("fill_mode", ["quantus", "fixed"])
-def test_step_image_replaces_exactly_the_first_k_segments(fill_mode: str) -> None:
-    rng = np.random.default_rng(1)
-    image = rng.random((8, 8, 3)).astype(np.float32)
-    labels = np.repeat(np.arange(4), 16).reshape(8, 8)
-    order = np.array([2, 0, 3, 1])
-    assert np.array_equal(step_image(image, labels, order, 0, fill_mode), image)
-    out = step_image(image, labels, order, 2, fill_mode)
-    removed = np.isin(labels, order[:2])
-    assert np.array_equal(out[~removed], image[~removed])
-    assert not np.allclose(out[removed], image[removed])
-    if fill_mode == "fixed":
-        np.testing.assert_allclose(out[removed], np.broadcast_to(image.mean(axis=(0, 1)), out[removed].shape),
-                                   rtol=1e-6)
-    else:  # quantus: one grey value per removed segment, the mean of the image before its removal
-        assert np.allclose(out[labels == 2], image.mean())
 
 
 def test_load_store_model_finds_the_run_through_its_recorded_checkpoint(record: dict) -> None:
@@ -110,3 +84,92 @@ def test_irof_target_scores_the_map_and_both_baselines(record: dict) -> None:
     res = irof_target(lm, x, e, sp, IrofSettings(forward=ForwardSettings(trim_tasks=False)))  # no tracing: fast
     assert set(res) == {"gradcam", "random", "reversed"}
     assert all(len(r.curve) == sp.n_segments for r in res.values() if r.status == "ok")
+
+
+# --- perturbed images of stored curves (the Perturbation steps page) ---------------------------------------
+
+
+def stored_curves(store: query.Store, model_id: str, where: str = "", limit: int = 60) -> list:
+    return list(store.df(
+        "SELECT * FROM faithfulness WHERE model_id = ? AND status = 'ok' AND n_steps > 0 "
+        f"AND metric IN ('irof', 'deletion', 'insertion') AND layer_role <> 'ablation' {where} "
+        "ORDER BY image_id, task, target_id, metric, variant, ordering, replicate LIMIT ?",
+        [model_id, limit]).itertuples())
+
+
+def rebuild_args(store: query.Store, r: object) -> tuple:
+    """``perturbed_steps`` / ``perturbation_steps`` arguments of a stored curve row."""
+    sal = None if r.ordering == "random" else query.saliency_maps(  # type: ignore[attr-defined]
+        store, [r.model_id], r.image_id, r.task, r.target_id, r.layer_label)[r.model_id]  # type: ignore[attr-defined]
+    return (r.metric, query.settings_of(store, r.metric, r.variant), query.image(store, r.image_id),  # type: ignore[attr-defined]
+            sal, None if r.ordering != "random" else int(r.seed), query.superpixels(store, r.image_id),  # type: ignore[attr-defined]
+            r.ordering)  # type: ignore[attr-defined]
+
+
+def test_perturbation_steps_rebuild_the_plan_of_every_stored_curve(record: dict) -> None:
+    """The share perturbed at each point of the rebuilt plan is the stored ``x``: the same groups, order and
+    steps, for every curve metric, ordering, random seed and variant."""
+    store = query.open_store(smoke_store_path())
+    rows = stored_curves(store, record["model_id"], limit=400)
+    assert {(r.metric, r.ordering) for r in rows} >= {(m, o) for m in ("irof", "deletion", "insertion")
+                                                      for o in ("morf", "lerf", "random")}
+    assert len({r.variant for r in rows if r.metric == "irof"}) > 1
+    for r in rows:
+        step_map, steps = perturbation_steps(*rebuild_args(store, r))
+        share = np.array([(step_map < k).mean() for k in steps])
+        np.testing.assert_allclose(share, r.x, atol=1e-12, err_msg=f"{r.metric} {r.variant} {r.ordering}")
+
+
+def test_perturbed_steps_start_and_end_where_the_metric_says(record: dict) -> None:
+    store = query.open_store(smoke_store_path())
+    rows = stored_curves(store, record["model_id"], "AND ordering = 'morf'")
+    for metric in ("deletion", "insertion", "irof"):
+        r = next(r for r in rows if r.metric == metric)
+        args = rebuild_args(store, r)
+        clean = args[2].astype(np.float32) / 255
+        images = perturbed_steps(*args)
+        step_map, steps = perturbation_steps(*args)
+        assert len(images) == len(r.curve)
+        assert all(im.shape == clean.shape and im.dtype == np.float32 for im in images)
+        if metric == "deletion":  # deletion starts at the clean image
+            np.testing.assert_array_equal(images[0], clean)
+        if metric == "insertion":  # insertion ends at the clean image
+            np.testing.assert_array_equal(images[-1], clean)
+        for j in (0, len(images) // 2):
+            moved = np.any(images[j] != clean, axis=-1)
+            changed = step_map < steps[j]  # deletion: perturbed so far; insertion: copied back so far
+            untouched = changed if metric == "insertion" else ~changed
+            assert not moved[untouched].any()
+        assert perturbed_steps(*args, points=[1])[0].tobytes() == images[1].tobytes()
+    with pytest.raises(ValueError, match="out of range"):
+        perturbed_steps(*args, points=[len(images)])
+    with pytest.raises(ValueError, match="has no perturbation curve"):
+        perturbed_steps("rma", {}, args[2], args[3])
+
+
+def test_perturbed_images_reproduce_the_stored_curves_through_the_model(record: dict, one_thread: None) -> None:
+    """Forwarding the rebuilt images through the store's model gives the stored curve (to float tolerance of the
+    eager forward against precompute's fast path): they are the images the metric scored."""
+    store = query.open_store(smoke_store_path())
+    lm = load_store_model(record, smoke_store_path())
+    rows = stored_curves(store, record["model_id"], "AND replicate = 0", limit=400)
+    picked = {}
+    for r in rows:
+        picked.setdefault((r.metric, r.ordering), r)
+    assert len(picked) == 9
+    for r in picked.values():
+        args = rebuild_args(store, r)
+        task = lm.tasks[r.task]
+        x = torch.from_numpy(args[2].astype(np.float32) / 255).permute(2, 0, 1)[None]
+        xb = torch.from_numpy(np.stack(perturbed_steps(*args))).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            clean = lm.model.eval()(x)[r.task]
+            pred = torch.cat([lm.model(xb[i:i + 1])[r.task] for i in range(len(xb))])
+        target = next(t for t in task.explanation_targets(clean[0]) if t.target_id == r.target_id)
+        n, ids = len(xb), torch.full((len(xb),), r.target_id)
+        opts = ScoreOptions(**args[1].get("score", {}))
+        c0 = float(task.perturbation_score(clean, clean, target.mask[None], ids[:1], opts)[0])
+        scores = task.perturbation_score(pred, clean.expand(n, -1, -1, -1), target.mask[None].expand(n, -1, -1),
+                                         ids, opts).numpy()
+        assert c0 == pytest.approx(r.clean_score, rel=1e-5)
+        np.testing.assert_allclose(scores / c0, r.curve, atol=3e-3, err_msg=f"{r.metric} {r.ordering}")

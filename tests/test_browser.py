@@ -24,8 +24,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = {"overview": "", "compare": "compare", "layers": "layers", "irof_steps": "irof_steps", "models": "models",
-         "live": "live"}
+#: page -> (URL path, title)
+PAGES = {"overview": ("", "Faithfulness of explanations under pruning"),
+         "compare": ("compare", "Compare explanations across sparsity"), "layers": ("layers", "Faithfulness by layer"),
+         "irof_steps": ("irof_steps", "Perturbation steps"), "models": ("models", "Models"),
+         "live": ("live", "Live: explain your own image")}
 
 pytestmark = [
     pytest.mark.slow,
@@ -102,11 +105,16 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", list(PAGES))
 def test_page_renders_in_chromium_without_errors(server: Any, page: Any, shots: Path, name: str) -> None:
     url, _ = server
-    page.goto(f"{url}/{PAGES[name]}")
+    path, title = PAGES[name]
+    page.goto(f"{url}/{path}")
     settle(page)
-    page.screenshot(path=str(shots / f"{name}.png"))
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     assert_no_errors(page, name)
-    assert page.locator('[data-testid="stHeading"]').count() > 0
+    assert page.locator('[data-testid="stHeading"]').first.inner_text().strip() == title
+    if name in ("overview", "compare", "layers", "irof_steps"):  # every faithfulness view has a metric selector
+        assert page.get_by_text("Faithfulness metric").count() > 0
+    if name in ("overview", "compare", "irof_steps"):  # figures of faithfulness scores or curves
+        assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2
 
 
 def test_live_page_explains_an_uploaded_image(server: Any, page: Any, shots: Path, tmp_path: Path) -> None:

@@ -59,10 +59,14 @@ def test_verdict_words(row: dict, expected: str) -> None:
 
 
 def _irof(model: str, image: str, target: int, method: str, aoc: float, layer: str = "enc_bottleneck",
-          role: str = "primary", status: str = "ok") -> dict:
-    return {"model_id": model, "image_id": image, "task": "depth", "target_id": target, "saliency_method": method,
-            "fill_mode": "quantus", "layer": layer, "layer_label": layer, "layer_role": role, "aoc": aoc * 50,
-            "aoc_norm": aoc, "status": status}
+          role: str = "primary", status: str = "ok", replicate: int = 0) -> dict:
+    rnd = method == "random"
+    ok = status == "ok"
+    return {"model_id": model, "image_id": image, "task": "depth", "target_id": target,
+            "explainer": method, "layer": "" if rnd else layer, "layer_label": "" if rnd else layer,
+            "layer_role": "baseline" if rnd else role, "metric": "irof", "variant": "fill=quantus",
+            "ordering": "random" if rnd else "morf", "replicate": replicate, "settings_key": "k",
+            "score": aoc * 50 if ok else None, "score_norm": aoc if ok else None, "status": status}
 
 
 @pytest.fixture
@@ -75,7 +79,10 @@ def store(tmp_path: Path) -> query.Store:
     for i in range(12):
         for t in range(2):
             r = 0.1 + 0.02 * rng.random()
-            rows += [_irof("dense", f"img{i}", t, "random", r), _irof("dense", f"img{i}", t, "gradcam", r + 0.05),
+            # two random orderings per target (D24: their mean is the chance level, here r)
+            rows += [_irof("dense", f"img{i}", t, "random", r - 0.01),
+                     _irof("dense", f"img{i}", t, "random", r + 0.01, replicate=1),
+                     _irof("dense", f"img{i}", t, "gradcam", r + 0.05),
                      _irof("dense", f"img{i}", t, "gradcam", r, "dec_stage2", "ablation"),
                      _irof("pruned", f"img{i}", t, "random", r), _irof("pruned", f"img{i}", t, "gradcam",
                                                                        r + 0.001 * rng.normal())]
@@ -84,7 +91,7 @@ def store(tmp_path: Path) -> query.Store:
         "arms": [{"arm_id": "a", "label": "A", "dense_model_id": "dense", "position": 0}],
         "models": [{"model_id": "dense", "arm_id": "a", "target_sparsity": 0.0, "achieved_sparsity": 0.0},
                    {"model_id": "pruned", "arm_id": "a", "target_sparsity": 0.5, "achieved_sparsity": 0.5}],
-        "irof": rows}))
+        "faithfulness": rows}))
     w.publish()
     w.close(remove_work=True)
     return query.open_store(tmp_path / "s.duckdb")
@@ -113,10 +120,10 @@ def test_margin_by_layer_has_every_model_and_layer(store: query.Store) -> None:
     assert abs(df.loc[("pruned", "enc_bottleneck"), "margin"]) < 0.001
 
 
-def test_a_schema_1_store_is_refused_with_a_rebuild_hint(tmp_path: Path) -> None:
+def test_a_schema_2_store_is_refused_with_a_rebuild_hint(tmp_path: Path) -> None:
     w = StoreWriter.open(tmp_path / "old.duckdb")
-    w.con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    w.con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     w.publish()
     w.close(remove_work=True)
-    with pytest.raises(StoreConflictError, match=r"schema version 1.*rebuild"):
+    with pytest.raises(StoreConflictError, match=r"schema version 2.*rebuild"):
         StoreWriter.open(tmp_path / "old.duckdb")

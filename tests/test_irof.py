@@ -121,16 +121,16 @@ def test_identical_perturbed_images_are_forwarded_once() -> None:
     assert fwd.n_forwarded["normals"] == 1 + sp.n_segments  # clean image + one curve's images
 
 
-def test_image_where_slic_returns_one_segment() -> None:
+def test_image_where_slic_returns_one_segment_is_reported_without_a_score() -> None:
     noise = torch.from_numpy(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
     sp = compute_superpixels(noise)
     assert sp.n_segments == 1
     model, task = TinyMTL(), tasks_for()["depth"]
     requests = [e for e in explain(model, noise[None], task) if not e.is_zero][:1]
-    [r] = irof(model, noise[None], requests, [sp], tasks_for(), IrofSettings(baselines=()))
-    assert r.status == "single_segment"
-    assert len(r.curve) == 1
-    assert r.aoc == 1.0
+    found = irof(model, noise[None], requests, [sp], tasks_for(), IrofSettings())
+    assert {r.ordering: r.status for r in found} == {"saliency": "single_segment", "reversed": "single_segment",
+                                                     "random": "single_segment"}
+    assert all(len(r.curve) == 0 and np.isnan(r.aoc) for r in found)
 
 
 def test_constant_image_is_not_changed_by_removals() -> None:
@@ -152,8 +152,8 @@ def test_all_zero_saliency_is_reported_not_scored_but_random_still_is() -> None:
 
 
 class ZeroScoreDepth(DepthTask):
-    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
-                    target_ids: torch.Tensor) -> torch.Tensor:
+    def perturbation_score(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                           target_ids: torch.Tensor, options: object = None) -> torch.Tensor:
         return torch.zeros(pred.shape[0], dtype=pred.dtype)
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from mtlx_core.explain.similarity import map_similarity
 from mtlx_core.precompute import get_study_preset, run_precompute
 from mtlx_core.precompute.__main__ import main
-from mtlx_core.precompute.similarity import map_similarity
-from mtlx_core.precompute.summary import bootstrap_ci
+from mtlx_core.store.aggregate import bootstrap_means, group_intervals, mean_interval, per_image
 from mtlx_core.store.errors import StoreBusyError, StoreError, StoreMissingError
 from mtlx_core.store.snapshot import open_readonly, work_path
 from mtlx_core.store.writer import TABLES
@@ -119,18 +120,41 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     # one prediction per model, image and task of the model
     assert _one(s, "SELECT count(*) FROM predictions") == _one(
         s, "SELECT sum(len(tasks)) FROM models") * e.images
-    # one irof row per primary explanation x saliency method (Grad-CAM + baselines) x fill mode, and one per
-    # ablation explanation (Grad-CAM only) x fill mode; every primary explanation is also made at the arm's one
-    # ablation layer (dec_stage2 for SegNet-MTAN, block_out for DeepLab)
+    # every primary explanation is also made at the arm's one ablation layer (dec_stage2 / block_out)
     n_exp = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'primary'")
     n_abl = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'ablation'")
     assert n_abl == n_exp
     assert _query(s, "SELECT DISTINCT layer_label FROM explanations WHERE layer_role = 'ablation' ORDER BY 1") == [
         ("block_out",), ("dec_stage2",)]
-    assert _one(s, "SELECT count(*) FROM irof") == (n_exp * (1 + len(e.baselines)) + n_abl) * len(e.fill_modes)
-    assert _one(s, "SELECT count(*) FROM irof WHERE layer_role = 'ablation' AND saliency_method <> 'gradcam'") == 0
-    assert _query(s, "SELECT count(*) FROM explanations e ANTI JOIN irof i "
-                     "USING (model_id, image_id, task, target_id)") == [(0,)]
+    # faithfulness rows per explanation: MoRF for every metric variant, LeRF for every curve variant; IROF runs
+    # with both fills (each with its AbPC) and depth once more with the range floor (curve metrics and AbPC)
+    curve = 4  # irof quantus, irof fixed, deletion, insertion
+    maps = 3  # rma, pointing, leakage
+    per_exp = _query(s, """
+        SELECT e.layer_role, e.task = 'depth', count(*) FILTER (WHERE f.ordering = 'morf'),
+               count(*) FILTER (WHERE f.ordering = 'lerf'), count(*) FILTER (WHERE f.ordering = 'random')
+        FROM explanations e JOIN faithfulness f USING (model_id, image_id, task, target_id, layer)
+        GROUP BY e.model_id, e.image_id, e.task, e.target_id, e.layer, e.layer_role""")
+    assert len(per_exp) == n_exp + n_abl  # no explanation without scores
+    expected = {("primary", False): (curve + maps + 2, curve, 0),
+                ("primary", True): (2 * curve + maps + 4, 2 * curve, 0),
+                ("ablation", False): (1 + maps, 0, 0), ("ablation", True): (1 + maps, 0, 0)}  # IROF, maps
+    assert all(expected[(role, depth)] == (m, le, r) for role, depth, m, le, r in per_exp), per_exp
+    assert {(role, depth) for role, depth, *_ in per_exp} == set(expected)
+    # K random orderings per distinct primary target, for every curve and map variant, layer-free
+    k = e.n_random
+    rnd = _query(s, """
+        SELECT t.task = 'depth', count(f.image_id) FROM (SELECT DISTINCT model_id, image_id, task, target_id
+             FROM explanations WHERE layer_role = 'primary') t
+        LEFT JOIN faithfulness f ON f.ordering = 'random' AND f.model_id = t.model_id AND f.image_id = t.image_id
+             AND f.task = t.task AND f.target_id = t.target_id
+        GROUP BY t.task, t.model_id, t.image_id, t.target_id""")
+    assert {(d, n) for d, n in rnd} <= {(False, k * (curve + maps)), (True, k * (2 * curve + maps))}
+    assert _one(s, "SELECT count(*) FROM faithfulness WHERE ordering = 'random' AND (explainer <> 'random' "
+                   "OR layer <> '' OR layer_role <> 'baseline')") == 0
+    # only ok rows carry scores, never NaN
+    assert _one(s, "SELECT count(*) FROM faithfulness WHERE (status = 'ok') <> (score IS NOT NULL)") == 0
+    assert _one(s, "SELECT count(*) FROM faithfulness WHERE isnan(score) OR isnan(score_norm)") == 0
     # a similarity row for every pruned explanation whose target the dense model also explained
     assert _one(s, "SELECT count(*) FROM similarity") == _one(s, """
         SELECT count(*) FROM explanations p JOIN models m USING (model_id) JOIN arms a USING (arm_id)
@@ -146,14 +170,28 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
         s, "SELECT count(*) FROM explanations e JOIN arms a ON e.model_id = a.dense_model_id "
            "WHERE e.layer_role = 'primary'")
     # every row says what produced it
-    assert _one(s, "SELECT count(*) FROM irof WHERE code_version IS NULL OR settings IS NULL OR seed IS NULL") == 0
+    assert _one(s, "SELECT count(*) FROM faithfulness WHERE code_version IS NULL OR settings IS NULL "
+                   "OR settings_key IS NULL OR variant IS NULL OR (ordering = 'random') <> (seed IS NOT NULL)") == 0
     assert _one(s, "SELECT count(*) FROM models WHERE checkpoint_sha256 IS NULL OR config IS NULL") == 0
     assert _query(s, "SELECT DISTINCT topk FROM similarity") == [(e.topk,)]
 
 
 def test_random_baseline_is_one_map_per_image(shared: dict[str, Path]) -> None:
-    """The random curves of one image and model come from one perturbation order: with the same seed."""
-    assert _query(shared["store"], "SELECT DISTINCT seed FROM irof WHERE saliency_method = 'random'") == [(0,)]
+    """Random ordering j of an image is one map (seed j) for every target, task and model: its IROF curves
+    perturb the same segments in the same order, so they share the share-perturbed axis ``x`` (segments differ
+    in size: another order would give another ``x``), and replicates differ from each other."""
+    s = shared["store"]
+    k = get_study_preset("smoke").explain.n_random
+    assert _query(s, "SELECT DISTINCT replicate, seed FROM faithfulness WHERE ordering = 'random' ORDER BY 1") == [
+        (j, j) for j in range(k)]
+    per = _query(s, "SELECT image_id, replicate, count(DISTINCT x), count(DISTINCT model_id || task || target_id) "
+                    "FROM faithfulness WHERE ordering = 'random' AND metric = 'irof' AND variant = 'fill=quantus' "
+                    "AND status = 'ok' GROUP BY image_id, replicate")
+    assert per
+    assert all(n_x == 1 and n_targets > 1 for _, _, n_x, n_targets in per)
+    differ = _query(s, "SELECT image_id, count(DISTINCT x) FROM faithfulness WHERE ordering = 'random' "
+                       "AND metric = 'irof' AND variant = 'fill=quantus' AND status = 'ok' GROUP BY image_id")
+    assert all(n == k for _, n in differ)
 
 
 def test_second_run_does_no_work(shared: dict[str, Path]) -> None:
@@ -216,10 +254,20 @@ def test_similarity_of_identical_and_shifted_maps() -> None:
 
 
 def test_bootstrap_ci_resamples_whole_images() -> None:
-    vals = np.array([1.0, 1.0, 3.0, 3.0])
-    lo, hi = bootstrap_ci(vals, np.array(["a", "a", "b", "b"]), n_boot=2000)
-    assert 1.0 <= lo < 2.0 < hi <= 3.0
-    assert bootstrap_ci(np.array([2.0, 2.0]), np.array(["a", "b"])) == (2.0, 2.0)
+    """Targets are averaged per image first, then images are resampled: image a has three targets at 1, image b
+    one at 3. Over images the mean is 2 (over targets it would be 1.5), and a resample of two images can only
+    average 1, 2 or 3, so the 95 % interval is exactly [1, 3] (a target-level bootstrap would give values like
+    1.5 or 2.5 as endpoints)."""
+    targets = pd.DataFrame({"image_id": ["a", "a", "a", "b"], "v": [1.0, 1.0, 1.0, 3.0]})
+    images = per_image(targets, ["image_id"], ["v"])
+    assert images["v"].tolist() == [1.0, 3.0]
+    assert images["n_targets"].tolist() == [3, 1]
+    mean, lo, hi = mean_interval(images["v"].to_numpy(), n_boot=2000)
+    assert (mean, lo, hi) == (2.0, 1.0, 3.0)
+    means = bootstrap_means(np.array([[1.0, 3.0]]), n_boot=2000)[:, 0]
+    assert set(np.unique(means)) == {1.0, 2.0, 3.0}
+    grouped = group_intervals(images.assign(g="x"), ["g"], "v", n_boot=2000)
+    assert grouped[["mean", "ci_low", "ci_high", "n_images"]].iloc[0].tolist() == [2.0, 1.0, 3.0, 2]
 
 
 # --- SIGKILL at any point ---------------------------------------------------------------------------------

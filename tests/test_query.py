@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from _app_store import smoke_store_path
 
 from mtlx_core.store import query
+from mtlx_core.store.aggregate import mean_interval
 from mtlx_core.store.errors import StoreBusyError, StoreError, StoreMissingError
 from mtlx_core.store.snapshot import work_path
+from mtlx_core.tasks import DepthTask, NormalsTask, SegmentationTask
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +37,8 @@ def one(store: query.Store) -> dict:
 
 def test_overview_counts_every_table(store: query.Store) -> None:
     info = query.overview(store)
-    assert info["meta"]["schema_version"] == "2"
-    for table in ("models", "images", "explanations", "irof"):
+    assert info["meta"]["schema_version"] == "3"
+    for table in ("models", "images", "explanations", "faithfulness"):
         assert info["counts"][table] == store.rows(f"SELECT count(*) FROM {table}")[0][0] > 0
 
 
@@ -47,34 +51,75 @@ def test_arm_models_lists_the_dense_model_first_then_by_sparsity(store: query.St
         assert list(df["target_sparsity"].iloc[1:]) == sorted(df["target_sparsity"].iloc[1:])
 
 
-def test_bootstrap_ci_is_the_percentile_interval_of_resampled_means() -> None:
-    values = np.array([0.1, 0.4, 0.2, 0.9, 0.5])
-    mean, lo, hi = query.bootstrap_ci(values, n_boot=500, seed=3)
-    idx = np.random.default_rng(3).integers(0, 5, size=(500, 5))
-    expected = np.quantile(values[idx].mean(axis=1), [0.025, 0.975])
-    assert mean == pytest.approx(values.mean())
-    assert (lo, hi) == pytest.approx(tuple(expected), abs=1e-12)
-    assert query.bootstrap_ci(np.array([0.3, np.nan])) == pytest.approx((0.3, 0.3, 0.3))
+def test_metric_variants_list_irof_first_with_one_default_variant_per_metric(store: query.Store) -> None:
+    mv = query.metric_variants(store)
+    assert mv["metric"].iloc[0] == "irof"
+    assert {"irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"} <= set(mv["metric"])
+    assert (mv.groupby("metric")["is_default"].sum() == 1).all()
+    kinds = dict(zip(mv["metric"], mv["kind"], strict=False))
+    assert (kinds["irof"], kinds["deletion"], kinds["abpc"], kinds["rma"]) == ("curve", "curve", "derived", "map")
+    for metric in ("irof", "deletion"):
+        variant = query.default_variant(store, metric)
+        assert variant in set(mv.loc[mv["metric"] == metric, "variant"])
+        assert query.settings_of(store, metric)["metric"] == query.settings_of(store, metric, variant)["metric"]
+    assert query.settings_of(store, "deletion")["metric"]["n_steps"] > 0
+    with pytest.raises(ValueError, match="stored metrics: irof"):
+        query.default_variant(store, "no_such_metric")
 
 
-def test_figure4_means_are_means_over_images_of_the_per_image_target_means(store: query.Store) -> None:
-    per_image = query.aoc_per_image(store, "quantus", "aoc_norm")
-    fig4 = query.figure4(store, "quantus", "aoc_norm")
-    r = fig4.iloc[0]
-    rows = store.rows("SELECT image_id, avg(aoc_norm) FROM irof WHERE model_id = ? AND task = ? "
-                      "AND saliency_method = ? AND fill_mode = 'quantus' AND isfinite(aoc_norm) GROUP BY image_id",
-                      [r["model_id"], r["task"], r["saliency_method"]])
-    assert r["mean"] == pytest.approx(np.mean([v for _, v in rows]))
+@pytest.mark.parametrize("metric", ["irof", "deletion", "rma"])
+def test_figure4_means_are_means_over_images_of_the_per_image_target_means(store: query.Store, metric: str) -> None:
+    variant = query.default_variant(store, metric)
+    fig4 = query.figure4(store, metric)
+    assert set(fig4["series"]) <= set(query.SERIES)
+    r = fig4[fig4["series"] == "explainer"].iloc[0]
+    rows = store.rows("SELECT image_id, avg(score_norm) FROM faithfulness WHERE model_id = ? AND task = ? "
+                      "AND metric = ? AND variant = ? AND ordering = 'morf' AND explainer = 'gradcam' "
+                      "AND layer_role = 'primary' AND status = 'ok' GROUP BY image_id ORDER BY image_id",
+                      [r["model_id"], r["task"], metric, variant])
+    values = np.array([v for _, v in rows])
+    assert r["mean"] == pytest.approx(values.mean())
     assert r["n_images"] == len(rows)
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx(query.bootstrap_ci(np.array([v for _, v in sorted(rows)]))[1:])
-    assert set(per_image["saliency_method"]) <= {"gradcam", "random", "reversed"}
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(mean_interval(values)[1:])
+    rnd = fig4[(fig4["series"] == "random") & (fig4["model_id"] == r["model_id"]) & (fig4["task"] == r["task"])]
+    assert len(rnd) == 1
+
+
+def test_figure4_differs_between_metrics_and_score_columns(store: query.Store) -> None:
+    keys = ["arm_id", "model_id", "task", "series"]
+    irof = query.figure4(store, "irof").set_index(keys)["mean"]
+    deletion = query.figure4(store, "deletion").set_index(keys)["mean"]
+    raw = query.figure4(store, "irof", value="score").set_index(keys)["mean"]
+    common = irof.index.intersection(deletion.index)
+    assert len(common) > 0
+    assert not np.allclose(irof[common], deletion[common])
+    assert not np.allclose(irof, raw[irof.index])
 
 
 def test_performance_reads_each_tasks_primary_metric(store: query.Store) -> None:
+    """One row per arm point and task of its model: the value of the task's own primary metric (the Task
+    class's, e.g. mIoU and not pixel accuracy), its direction, and the same metric of the dataset's trivial
+    predictor; recomputed here from the ``task_metrics`` rows."""
+    tasks = {t.name: t for t in (SegmentationTask, DepthTask, NormalsTask)}
+    rows = store.rows("SELECT model_id, task, metric, value FROM task_metrics")
+    value = {(m, t, k): v for m, t, k, v in rows}
+    per_task = Counter((m, t) for m, t, _, _ in rows)
+    assert min(per_task.values()) > 1, "a task with one metric: the test could not tell the primary one apart"
+    expected = {}
+    for arm_id, dense_id, dataset in store.rows("SELECT arm_id, dense_model_id, dataset FROM arms"):
+        for model_id, model_tasks in store.rows("SELECT model_id, tasks FROM models WHERE arm_id = ? OR model_id = ?",
+                                                [arm_id, dense_id]):
+            for task in model_tasks:
+                metric = tasks[task].primary_metric
+                expected[(arm_id, model_id, task)] = (metric, value[(model_id, task, metric)],
+                                                      tasks[task].higher_is_better[metric],
+                                                      value.get((f"trivial:{dataset}", task, metric)))
     perf = query.performance(store)
-    assert not perf.empty
-    for task, (metric, _) in query.PRIMARY_METRIC.items():
-        assert set(perf.loc[perf["task"] == task, "metric"]) <= {metric}
+    got = {(r.arm_id, r.model_id, r.task): (r.metric, r.value, bool(r.higher_is_better),
+                                            None if pd.isna(r.trivial) else r.trivial) for r in perf.itertuples()}
+    assert len(got) == len(perf)
+    assert got == expected
+    assert all(trivial is not None for *_, trivial in expected.values())  # every dataset has its trivial row
 
 
 def test_maps_predictions_and_superpixels_have_the_image_size(store: query.Store, one: dict) -> None:
@@ -87,11 +132,21 @@ def test_maps_predictions_and_superpixels_have_the_image_size(store: query.Store
     assert query.superpixels(store, one["image_id"]).shape == (h, w)
 
 
-def test_irof_curves_have_one_value_per_segment(store: query.Store, one: dict) -> None:
-    curves = query.irof_curves(store, one["models"], one["image_id"], one["task"], one["target_id"])
+@pytest.mark.parametrize("metric", ["irof", "deletion", "insertion"])
+def test_faithfulness_curves_hold_morf_lerf_and_random_curves_over_the_share_perturbed(
+        store: query.Store, one: dict, metric: str) -> None:
+    curves = query.faithfulness_curves(store, one["models"], one["image_id"], one["task"], one["target_id"], metric)
+    assert {"morf", "lerf", "random"} <= set(curves["ordering"])
+    assert set(curves.loc[curves["ordering"] == "random", "explainer"]) == {"random"}
+    assert curves.loc[curves["ordering"] == "random", "seed"].notna().all()
     ok = curves[curves["status"] == "ok"]
-    assert {"gradcam", "random", "reversed"} <= set(curves["saliency_method"])
-    assert all(len(c) == n for c, n in zip(ok["curve"], ok["n_segments"], strict=True))
+    for r in ok.itertuples():
+        x = np.asarray(r.x)
+        assert len(r.curve) == len(x) == (r.n_steps if metric == "irof" else r.n_steps + 1)
+        assert np.all(np.diff(x) >= 0)
+        assert x[0] >= 0
+        assert x[-1] == pytest.approx(1.0)
+    assert curves.loc[curves["status"] != "ok", "score"].isna().all()
 
 
 def test_open_store_on_a_missing_file_says_how_to_build_one(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_segmentation_irof_scalar_is_the_mean_class_probability_over_the_clean_p
     logits = torch.randn(1, 4, 3, 5)
     mask = torch.zeros(1, 3, 5, dtype=torch.bool)
     mask[0, :2, 1:3] = True
-    score = task.irof_scores(logits, logits, mask, torch.tensor([3]))
+    score = task.perturbation_score(logits, logits, mask, torch.tensor([3]))
     assert torch.allclose(score, torch.softmax(logits, 1)[0, 3][mask[0]].mean()[None])
 
 
@@ -84,14 +84,14 @@ def test_depth_objective_and_irof_scalar() -> None:
     assert float(task.gradcam_objective(depth, target)) == 4.0
     masks = torch.ones(2, 2, 2, dtype=torch.bool)
     perturbed = torch.stack([depth, depth * 1.5])  # relative error 0 and 0.5 everywhere
-    scores = task.irof_scores(perturbed, depth[None].expand(2, -1, -1, -1), masks, torch.tensor([0, 0]))
+    scores = task.perturbation_score(perturbed, depth[None].expand(2, -1, -1, -1), masks, torch.tensor([0, 0]))
     assert scores.tolist() == pytest.approx([1.0, 0.5])
 
 
 def test_depth_irof_relative_error_is_clipped_at_one() -> None:
     task = DepthTask()
     clean = torch.tensor([[[[1.0, 0.0]]]])
-    scores = task.irof_scores(clean * 10 + 1, clean, torch.ones(1, 1, 2, dtype=torch.bool), torch.tensor([0]))
+    scores = task.perturbation_score(clean * 10 + 1, clean, torch.ones(1, 1, 2, dtype=torch.bool), torch.tensor([0]))
     assert scores.tolist() == pytest.approx([0.0])
 
 
@@ -121,17 +121,11 @@ def test_normals_objective_is_the_sum_of_projections_on_the_octant_direction() -
 def test_normals_irof_scalar_maps_cosine_to_unit_interval() -> None:
     clean = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(3, 3, 1, 1)
     pert = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]).view(3, 3, 1, 1)
-    scores = NormalsTask().irof_scores(pert, clean, torch.ones(3, 1, 1, dtype=torch.bool), torch.zeros(3).long())
+    scores = NormalsTask().perturbation_score(pert, clean, torch.ones(3, 1, 1, dtype=torch.bool), torch.zeros(3).long())
     assert scores.tolist() == pytest.approx([1.0, 0.5, 0.0])
 
 
 def test_irof_scalar_of_an_empty_pixel_set_is_nan() -> None:
     pred = torch.rand(1, 1, 2, 2)
-    score = DepthTask().irof_scores(pred, pred, torch.zeros(1, 2, 2, dtype=torch.bool), torch.tensor([0]))
+    score = DepthTask().perturbation_score(pred, pred, torch.zeros(1, 2, 2, dtype=torch.bool), torch.tensor([0]))
     assert torch.isnan(score).all()
-
-
-def test_target_catalogs_list_every_stable_id_and_name() -> None:
-    assert SegmentationTask(CLASSES).target_catalog() == list(enumerate(CLASSES))
-    assert DepthTask().target_catalog()[2] == (2, "bin 2 [0.4, 0.6)")
-    assert [i for i, _ in NormalsTask().target_catalog()] == list(range(8))

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,7 @@ class MTLDataset(Dataset[Sample]):
     """Frames of one split of a dataset in the MTAN layout, restricted to the selected tasks."""
 
     def __init__(self, root: str | Path, dataset: str | DatasetSpec, split: str, tasks: Sequence[str] | None = None,
-                 augment: Callable[[Sample], Sample] | None = None, validate: bool = True) -> None:
+                 validate: bool = True) -> None:
         self.spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
@@ -104,7 +104,6 @@ class MTLDataset(Dataset[Sample]):
             if t not in self.spec.tasks:
                 raise ValueError(f"task {t!r} not in dataset {self.spec.name!r}; "
                                  f"valid tasks: {', '.join(self.spec.tasks)}")
-        self.augment = augment
         base = self.root / split
         self.dirs = {"image": base / "image", **{t: base / self.spec.folder(t) for t in self.tasks}}
         counts = {k: _count(d) for k, d in self.dirs.items()}
@@ -141,8 +140,6 @@ class MTLDataset(Dataset[Sample]):
             sample["depth"] = torch.from_numpy(np.ascontiguousarray(arrays["depth"], np.float32)).permute(2, 0, 1)
         if "normals" in arrays:
             sample["normals"] = torch.from_numpy(np.ascontiguousarray(arrays["normals"], np.float32)).permute(2, 0, 1)
-        if self.augment is not None:
-            sample = self.augment(sample)
         sample["index"] = torch.tensor(index)
         return sample
 

@@ -121,6 +121,13 @@ class Prim:
         return b * b > dd * c if c < 0 else (b < 0) & (b * b > dd * c)
 
 
+def _slab(d: np.ndarray, o: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit ray parameters of the slab ``|o + t d| <= h`` (one axis of a box)."""
+    inv = 1.0 / d
+    ta, tb = (-h - o) * inv, (h - o) * inv
+    return np.minimum(ta, tb), np.maximum(ta, tb)
+
+
 class Box(Prim):
     """A box with half sizes ``half``, centred at ``centre``, turned by ``yaw`` about the vertical axis."""
 
@@ -138,13 +145,11 @@ class Box(Prim):
         d = (*self._to_local(dirs[0], dirs[2]), dirs[1])
         o = (o[0], o[2], o[1])
         h = (self.half[0], self.half[2], self.half[1])
-        tmin = tmax = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            for k in range(3):  # slabs
-                inv = 1.0 / d[k]
-                ta, tb = (-h[k] - o[k]) * inv, (h[k] - o[k]) * inv
-                lo, hi = np.minimum(ta, tb), np.maximum(ta, tb)
-                tmin, tmax = (lo, hi) if tmin is None else (np.maximum(tmin, lo), np.minimum(tmax, hi))
+            tmin, tmax = _slab(d[0], o[0], h[0])
+            for k in (1, 2):
+                lo, hi = _slab(d[k], o[k], h[k])
+                tmin, tmax = np.maximum(tmin, lo), np.minimum(tmax, hi)
         return np.where((tmax >= tmin) & (tmin > EPS), tmin, np.inf)
 
     def _local(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -239,18 +244,19 @@ class Room:
 
     def hit(self, orig: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ray parameter of the exit point from inside and the face index, for rays from one point ``orig``."""
-        best = face = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            for k in range(3):
-                t = (np.where(dirs[k] > 0, self.hi[k], self.lo[k]) - orig[k]) / dirs[k]
-                t[~(t > 0)] = np.inf
-                f = 2 * k + (dirs[k] > 0)
-                if best is None:
-                    best, face = t, f
-                else:
-                    closer = t < best
-                    best, face = np.where(closer, t, best), np.where(closer, f, face)
+            best, face = self._exit(orig, dirs, 0)
+            for k in (1, 2):
+                t, f = self._exit(orig, dirs, k)
+                closer = t < best
+                best, face = np.where(closer, t, best), np.where(closer, f, face)
         return best, face
+
+    def _exit(self, orig: np.ndarray, dirs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ray parameter of the exit through the two walls of axis ``k`` (inf where none ahead), and the face."""
+        t = (np.where(dirs[k] > 0, self.hi[k], self.lo[k]) - orig[k]) / dirs[k]
+        t[~(t > 0)] = np.inf
+        return t, 2 * k + (dirs[k] > 0)
 
     def shade(self, face: np.ndarray, pts: np.ndarray, table: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

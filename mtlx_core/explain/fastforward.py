@@ -37,6 +37,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -68,10 +69,10 @@ class ForwardSettings:
 _BACKEND_OPS = {"Slow2d", "Mkldnn", "SlowDilated2d"}
 
 
-def _conv_args(node: fx.Node) -> tuple[fx.Node, fx.Node, object, list[int], list[int], list[int], int]:
+def _conv_args(node: fx.Node) -> tuple[Any, Any, Any, list[int], list[int], list[int], int]:
     """``aten.conv2d.default``'s arguments with the defaults filled in."""
-    a = list(node.args) + [None] * (7 - len(node.args))
-    kw = node.kwargs
+    a: list[Any] = list(node.args) + [None] * (7 - len(node.args))
+    kw: dict[str, Any] = dict(node.kwargs)
     stride = list(kw.get("stride", a[3]) or [1, 1])
     padding = list(kw.get("padding", a[4]) or [0, 0])
     dilation = list(kw.get("dilation", a[5]) or [1, 1])
@@ -92,7 +93,7 @@ def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[
         def run_node(self, n: fx.Node) -> object:
             out = super().run_node(n)
             if n in convs:
-                inputs[n] = self.env[n.args[0]]
+                inputs[n] = self.env[cast(fx.Node, n.args[0])]
             return out
 
     with torch.inference_mode():
@@ -101,8 +102,8 @@ def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[
     for node in convs:
         x_node, w_node, b_node, stride, padding, dilation, groups = _conv_args(node)
         x = inputs[node]
-        w = getattr(gm, w_node.target) if w_node.op == "get_attr" else None
-        b = getattr(gm, b_node.target) if isinstance(b_node, fx.Node) and b_node.op == "get_attr" else None
+        w = getattr(gm, str(w_node.target)) if w_node.op == "get_attr" else None
+        b = getattr(gm, str(b_node.target)) if isinstance(b_node, fx.Node) and b_node.op == "get_attr" else None
         if w is None or (b_node is not None and b is None):
             continue
         backend = str(torch._C._select_conv_backend(x, w, b, stride, padding, dilation, False, [0, 0], groups,
@@ -111,6 +112,7 @@ def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[
         if backend not in _BACKEND_OPS or (backend != "Mkldnn" and groups != 1):
             continue
         ksize = list(w.shape[-2:])
+        args: tuple[Any, ...]
         if backend == "Mkldnn":
             target, args = aten.mkldnn_convolution.default, (x_node, w_node, b_node, padding, stride, dilation, groups)
         elif backend == "Slow2d":
@@ -171,7 +173,7 @@ def task_graph(full: fx.GraphModule, names: list[str], task: str) -> fx.GraphMod
     """A copy of ``full`` (from ``trace_all_tasks``) returning only ``task``, every other task's ops removed;
     for ``ALL_TASKS``, every task output concatenated over channels in ``names`` order."""
     graph = fx.Graph()
-    outs = graph.graph_copy(full.graph, {}, return_output_node=False)
+    outs = cast(Any, graph.graph_copy(full.graph, {}, return_output_node=False))
     if task == ALL_TASKS:
         graph.output(graph.call_function(aten.cat.default, (list(outs), 1)))
     else:

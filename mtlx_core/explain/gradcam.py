@@ -129,10 +129,11 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, task: Task, layer: str 
             targets = [task.explanation_targets(out[i].detach()) for i in range(out.shape[0])]
         if len(targets) != out.shape[0]:
             raise ValueError(f"targets given for {len(targets)} images, batch has {out.shape[0]}")
-        targets = [list(t) for t in targets]
+        listed: list[list[ExplanationTarget]] = [list(t) for t in targets]
+        targets = listed
         n_slots = max((len(t) for t in targets), default=0)
         if n_slots == 0:
-            return [[] for _ in targets], targets
+            return [[] for _ in listed], listed
         with torch.enable_grad():
             slots = []
             for j in range(n_slots):
@@ -147,7 +148,7 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, task: Task, layer: str 
         cams = torch.relu(torch.einsum("sbk,bkhw->sbhw", weights, acts.detach()))
     finally:
         del out, acts
-    return [[cams[j, i] for j in range(len(t))] for i, t in enumerate(targets)], targets
+    return [[cams[j, i] for j in range(len(t))] for i, t in enumerate(listed)], listed
 
 
 def normalise_minmax(cam: torch.Tensor) -> tuple[torch.Tensor, bool]:

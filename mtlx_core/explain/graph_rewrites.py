@@ -13,6 +13,8 @@ probe batch before it relies on a graph.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import fx
@@ -59,12 +61,13 @@ def channels_last_max_pool(gm: fx.GraphModule) -> int:
     return count
 
 
-def _const(gm: fx.GraphModule, node: fx.Node | None) -> torch.Tensor | None:
+def _const(gm: fx.GraphModule, node: Any) -> Any:
+    """The tensor a ``get_attr`` node reads (None for None; TypeError for anything else)."""
     if node is None:
         return None
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         raise TypeError("not a constant")
-    return getattr(gm, node.target)
+    return getattr(gm, str(node.target))
 
 
 def _set_const(gm: fx.GraphModule, name: str, value: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ Used by the agreement test and the benchmark, never by the pipeline. Per (image,
   (0.6.0 asserts equal shapes and crashes on RGB input); with ``fill_mode="fixed"`` it fills with the
   original image's per-channel mean instead of the current mean;
 - ``np.trapz`` aliased to ``np.trapezoid`` when NumPy no longer has it (removed in NumPy 2.4);
-- the task scalar as the model's only output: ``ScalarModel`` returns ``task.irof_scores`` of the model's
+- the task scalar as the model's only output: ``ScalarModel`` returns ``task.perturbation_score`` of the model's
   prediction on the target's pixel set as a ``(B, 1)`` tensor, scored with ``y = 0`` and ``softmax=False``.
 
 Public API::
@@ -52,7 +52,7 @@ class ScalarModel(nn.Module):
         n = pred.shape[0]
         masks = self.target.mask[None].expand(n, -1, -1).to(pred.device)
         ids = torch.full((n,), self.target.target_id, dtype=torch.long, device=pred.device)
-        return self.task.irof_scores(pred, self.clean.expand(n, -1, -1, -1), masks, ids)[:, None]
+        return self.task.perturbation_score(pred, self.clean.expand(n, -1, -1, -1), masks, ids)[:, None]
 
 
 def _broadcast_mask_perturb(arr: np.ndarray, mask: np.ndarray, fixed_fill: np.ndarray | None = None,
@@ -72,7 +72,7 @@ def quantus_irof(model: nn.Module, image: torch.Tensor, saliency: np.ndarray, ta
     import quantus
 
     if not hasattr(np, "trapz"):  # NumPy >= 2.4
-        np.trapz = np.trapezoid  # type: ignore[attr-defined]
+        setattr(np, "trapz", np.trapezoid)  # noqa: B010
     device = next(iter(model.parameters()), torch.empty(0)).device
     x = image.detach().to(device, torch.float32)
     wrapper = ScalarModel(model, task, target, x).eval()

@@ -14,7 +14,6 @@ segments are exactly the ones Quantus' IROF builds for the same image. SLIC rece
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -34,7 +33,7 @@ class SlicSettings:
     sigma: float = 0.0
     max_num_iter: int = 10
     start_label: int = 0
-    skimage_version: str = field(default=skimage.__version__)
+    skimage_version: str = field(default=str(getattr(skimage, "__version__", "unknown")))
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,8 +78,3 @@ def compute_superpixels(image: torch.Tensor | np.ndarray, settings: SlicSettings
         logger.info("SLIC returned a single segment for an image of shape %s", labels.shape)
     return Superpixels(labels=labels, n_segments=n, settings=settings)
 
-
-def compute_superpixels_batch(images: torch.Tensor | Sequence[torch.Tensor | np.ndarray],
-                              settings: SlicSettings | None = None) -> list[Superpixels]:
-    """``compute_superpixels`` for every image of a batch ``(B, 3, H, W)`` or a sequence of images."""
-    return [compute_superpixels(img, settings) for img in images]

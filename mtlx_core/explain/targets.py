@@ -8,24 +8,13 @@ The rules live on the Task objects (``mtlx_core.tasks``), next to each task's lo
   per-image quintiles, ``bin 2 [p40, p60)``); normals = one per non-empty octant (id 0-7 in the authors'
   order, name = sign triple ``(+,-,+)``, threshold 0);
 - ``task.gradcam_objective(pred, target)``: the differentiable scalar Grad-CAM explains;
-- ``task.irof_scores(pred, clean, masks, target_ids)``: the IROF task scalar (D17), batched over rows;
-- ``task.target_catalog()``: every possible ``(target_id, name)`` of the task, for the app.
+- ``task.perturbation_score(pred, clean, masks, target_ids)``: the IROF task scalar (D17), batched over rows;
 
 The pixel set (``target.mask``) is fixed from the clean prediction and reused at every IROF step (D15).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from mtlx_core.tasks.base import ExplanationTarget
 
-import torch
-
-from mtlx_core.tasks.base import ExplanationTarget, Task
-
-
-def batch_targets(task: Task, preds: torch.Tensor | Sequence[torch.Tensor]) -> list[list[ExplanationTarget]]:
-    """Targets of every image of a batch of clean predictions ``(B, C, H, W)``."""
-    return [task.explanation_targets(p.detach()) for p in preds]
-
-
-__all__ = ["ExplanationTarget", "batch_targets"]
+__all__ = ["ExplanationTarget"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -159,7 +159,7 @@ class DeepLabResNet34(MultiTaskModel):
         feats = self.backbone(x)
         out: dict[str, torch.Tensor] = {}
         for t in self.task_names:
-            branches = self.heads[t]
+            branches = cast(nn.ModuleList, self.heads[t])  # ModuleDict items are typed as Module
             y = branches[0](feats)
             for branch in branches[1:]:
                 y = y + branch(feats)

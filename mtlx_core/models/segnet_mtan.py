@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,8 @@ class SegNetMTAN(MultiTaskModel):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -159,7 +160,7 @@ class SegNetMTAN(MultiTaskModel):
         unpooled: list[torch.Tensor] = []  # indexed by decoder step s = 4 - k
         dec_out: list[torch.Tensor] = []
         for k in range(4, -1, -1):
-            up = F.max_unpool2d(g, indices[k], 2, 2, output_size=enc_out[k].shape[-2:])
+            up = F.max_unpool2d(g, indices[k], (2, 2), (2, 2), output_size=enc_out[k].shape[-2:])
             g = self.conv_block_dec[k](self.decoder_block[k](up))
             unpooled.append(up)
             dec_out.append(g)
@@ -167,12 +168,13 @@ class SegNetMTAN(MultiTaskModel):
 
     def _task_branch(self, task: str, enc_first: list[torch.Tensor], enc_out: list[torch.Tensor],
                      unpooled: list[torch.Tensor], dec_out: list[torch.Tensor]) -> torch.Tensor:
-        enc_att = self.encoder_att[task]
-        a: torch.Tensor | None = None  # attended feature of the previous stage, pooled
-        for j in range(5):
-            mask = enc_att[j](enc_first[j] if a is None else torch.cat((enc_first[j], a), dim=1))
+        enc_att = cast(nn.ModuleList, self.encoder_att[task])  # ModuleDict items are typed as Module
+        mask = enc_att[0](enc_first[0])
+        a = F.max_pool2d(self.encoder_block_att[0](mask * enc_out[0]), 2, 2)  # attended feature, pooled
+        for j in range(1, 5):
+            mask = enc_att[j](torch.cat((enc_first[j], a), dim=1))
             a = F.max_pool2d(self.encoder_block_att[j](mask * enc_out[j]), 2, 2)
-        dec_att = self.decoder_att[task]
+        dec_att = cast(nn.ModuleList, self.decoder_att[task])
         for s, k in enumerate(range(4, -1, -1)):
             a = F.interpolate(a, scale_factor=2.0, mode="bilinear", align_corners=True)
             a = self.decoder_block_att[k](a)

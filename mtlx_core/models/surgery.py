@@ -13,11 +13,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute (kernel, stride, padding, dilation: always two ints) as a pair."""
+    first, second = value
+    return first, second
 
 
 def _resized(module: nn.Module, key: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module | None:
@@ -28,8 +37,10 @@ def _resized(module: nn.Module, key: str, state_dict: Mapping[str, torch.Tensor]
             return None
         if tuple(w.shape[2:]) != tuple(module.kernel_size):
             raise ValueError(f"state dict {key}weight has kernel {tuple(w.shape[2:])}, model has {module.kernel_size}")
-        return nn.Conv2d(w.shape[1] * module.groups, w.shape[0], module.kernel_size, stride=module.stride,
-                         padding=module.padding, dilation=module.dilation, groups=module.groups,
+        padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
+        return nn.Conv2d(w.shape[1] * module.groups, w.shape[0], _pair(module.kernel_size),
+                         stride=_pair(module.stride), padding=padding, dilation=_pair(module.dilation),
+                         groups=module.groups,
                          bias=module.bias is not None, padding_mode=module.padding_mode,
                          device=module.weight.device, dtype=module.weight.dtype)
     if isinstance(module, nn.BatchNorm2d):
@@ -48,7 +59,7 @@ def _resized(module: nn.Module, key: str, state_dict: Mapping[str, torch.Tensor]
     return None
 
 
-def resize_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def resize_to_state_dict(model: M, state_dict: Mapping[str, torch.Tensor]) -> M:
     """Replace every Conv2d / BatchNorm2d / Linear whose stored shape differs by a fresh module of that shape.
 
     Stride, padding, dilation, groups, bias, eps and momentum are kept; the new modules are initialised by
@@ -98,7 +109,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             total += output.numel() * (module.in_channels // module.groups) * kh * kw
-        else:
+        elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]

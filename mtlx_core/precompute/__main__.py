@@ -9,12 +9,14 @@ it runs, the store path holds the last published snapshot (after every arm), rea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError
+from mtlx_core.faithfulness.registry import METRICS, metric_names
 from mtlx_core.precompute.presets import STUDY_PRESETS, describe, get_study_preset
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
 from mtlx_core.store.errors import StoreError
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="also explain at these registered Grad-CAM layers (layer ablation; 'all' = every registered "
                         "layer of each architecture; adds rows to an existing store); default: the preset's")
+    p.add_argument("--metrics", metavar="NAMES",
+                   help="faithfulness metrics, comma-separated, or 'all' (default: the preset's); valid: "
+                        + ", ".join(METRICS) + ". Part of the store's settings: another selection needs "
+                        "another --store")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--data", action="append", default=[], metavar="[DATASET=]PATH",
@@ -79,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preset = get_study_preset(args.preset)
         if args.layers:
-            import dataclasses
-
             preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain,
                                                                              ablation_layers=tuple(args.layers)))
+        if args.metrics:
+            names = tuple(metric_names(args.metrics))
+            preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain, metrics=names))
         if args.threads:
             import torch
 

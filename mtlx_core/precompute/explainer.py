@@ -1,14 +1,14 @@
-"""One model's explanations of an image batch: Grad-CAM at its primary layers (per task), IROF with the
-baselines, the dense model's target draw, and the ablation layers (the rows of precompute's ``targets``,
-``explain`` and ``layer`` units, ``mtlx_core.precompute.units``).
+"""One model's explanations of an image batch: Grad-CAM at its primary layers (per task), every faithfulness
+metric with its orderings (``mtlx_core.faithfulness``), the dense model's target draw, and the ablation
+layers (the rows of precompute's ``targets``, ``explain`` and ``layer`` units, ``mtlx_core.precompute.units``).
 
 Public API::
 
     plan = layer_plan(model, tasks, settings, arm_id)   # LayerPlan: primary label per task, ablation labels
     ex = ModelExplainer(run, tasks, settings, device, arm_id)
     ex.draw_rows(model_id, batches, TargetDraw(k, seed))  # target_draws rows
-    ex.run_batch(model_id, batch, sps, slic_key, wanted, dense)   # predictions, explanations, irof, similarity
-    ex.run_layer(model_id, batch, sps, slic_key, layer, wanted)   # explanations, irof of one ablation layer
+    ex.run_batch(model_id, batch, sps, slic_key, wanted, dense)   # predictions, explanations, faithfulness, similarity
+    ex.run_layer(model_id, batch, sps, slic_key, layer, wanted)   # explanations, faithfulness of one ablation layer
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ import torch
 
 from mtlx_core.explain.fastforward import FastForward, ForwardSettings
 from mtlx_core.explain.gradcam import Explanation, explain
-from mtlx_core.explain.irof import IrofResult, IrofSettings, irof
+from mtlx_core.explain.similarity import map_similarity
 from mtlx_core.explain.superpixels import Superpixels
 from mtlx_core.explain.target_draw import TargetDraw, draw_targets
+from mtlx_core.faithfulness.engine import Engine, EngineSettings
+from mtlx_core.faithfulness.evaluate import FamilySettings, evaluate
 from mtlx_core.models.layers import check_layers, layer_label, registered_layers, resolve_layer_name
+from mtlx_core.precompute.faith_rows import faith_row, metric_sets
 from mtlx_core.precompute.presets import ExplainSettings
-from mtlx_core.precompute.shared_random import SharedRandom
-from mtlx_core.precompute.similarity import map_similarity
 from mtlx_core.precompute.units import Batch, DenseMaps
 from mtlx_core.runs import LoadedRun
 from mtlx_core.store.codec import encode_array
 from mtlx_core.tasks import Task
-from mtlx_core.tasks.base import ExplanationTarget
+from mtlx_core.tasks.base import ExplanationTarget, ScoreOptions
 from mtlx_core.version import code_version
 
 
@@ -66,7 +67,10 @@ def layer_plan(model: torch.nn.Module, tasks: Any, settings: ExplainSettings, ar
 
 
 class ModelExplainer:
-    """A loaded model with its IROF fast forwards (built once, reused by every batch of the model)."""
+    """A loaded model with its faithfulness engines (built once, reused by every batch of the model).
+
+    Every image is processed alone (its clean forward, Grad-CAM and perturbation forwards), so each stored
+    number of an image is the same whichever images share its batch (D18)."""
 
     def __init__(self, run: LoadedRun, tasks: dict[str, Task], settings: ExplainSettings, device: str,
                  arm_id: str | None = None) -> None:
@@ -78,14 +82,11 @@ class ModelExplainer:
         fwd = ForwardSettings(trim_tasks=settings.trim_tasks, batch1_numerics=settings.batch1_numerics,
                               fold_bn=settings.fold_bn, channels_last=settings.channels_last)
         self.fwd = FastForward(self.model, fwd)
-        self.irof_settings = {f: IrofSettings(fill_mode=f, baselines=tuple(b for b in settings.baselines
-                                                                           if b != "random"),
-                                              seed=settings.seed, memory_budget_mb=settings.memory_budget_mb,
-                                              forward=fwd) for f in settings.fill_modes}
-        self.ablation_settings = {f: dataclasses.replace(st, baselines=()) for f, st in self.irof_settings.items()}
-        self.random = ({f: SharedRandom(self.model, tasks, IrofSettings(
-            fill_mode=f, baselines=("random",), seed=settings.seed, memory_budget_mb=settings.memory_budget_mb,
-            forward=fwd), forward=self.fwd) for f in settings.fill_modes} if "random" in settings.baselines else {})
+        self.metric_sets = metric_sets(settings)
+        self.family = FamilySettings(settings.orderings, settings.n_random, settings.seed,
+                                     EngineSettings(memory_budget_mb=settings.memory_budget_mb, forward=fwd))
+        self.engines = {floor: Engine(self.model, tasks, dataclasses.replace(
+            self.family.engine, score=ScoreOptions(floor)), forward=self.fwd) for floor in settings.depth_floors}
 
     def targets(self, out: dict[str, torch.Tensor], wanted: dict[tuple[int, str], set[int]] | None
                 ) -> dict[str, list[list[ExplanationTarget]]]:
@@ -106,8 +107,11 @@ class ModelExplainer:
         return resolve_layer_name(self.model, self.plan.primary[task] if layer is None else layer, task)
 
     def clean_forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Clean predictions, each image forwarded alone (batch-1 numerics: targets never depend on the batch)."""
+        x = batch.images.to(self.device)
         with torch.inference_mode():
-            return {t: v.float() for t, v in self.model(batch.images.to(self.device)).items()}
+            outs = [self.model(x[i:i + 1]) for i in range(x.shape[0])]
+        return {t: torch.cat([o[t] for o in outs]).float() for t in outs[0]}
 
     def draw_rows(self, model_id: str, batches: list[Batch], draw: TargetDraw) -> list[dict[str, Any]]:
         """``target_draws`` rows: every candidate target of every image of ``batches`` (in sample order) and
@@ -132,18 +136,47 @@ class ModelExplainer:
 
     def _explain_all(self, x: torch.Tensor, targets: dict[str, list[list[ExplanationTarget]]],
                      layer: str | None) -> list[Explanation]:
+        """Grad-CAM of every target, one image at a time (its maps never depend on the other images)."""
         exps: list[Explanation] = []
         for name, task in self.tasks.items():
             if layer is not None and layer not in self.plan.ablation[name]:
                 continue  # the task's primary layer: its rows are the primary unit's
-            if any(targets[name]):
-                exps += explain(self.model, x, task, self.layer_path(name, layer), targets=targets[name])
+            for i, found in enumerate(targets[name]):
+                if found:
+                    exps += [dataclasses.replace(e, image_index=i) for e in
+                             explain(self.model, x[i:i + 1], task, self.layer_path(name, layer), targets=[found])]
         return exps
+
+    def _faithfulness(self, model_id: str, batch: Batch, x: torch.Tensor, exps: list[Explanation],
+                      sps: list[Superpixels], layer: str | None, slic_settings_key: str,
+                      orderings: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Rows of every metric (IROF once per fill mode) and every depth floor."""
+        if not exps:
+            return []
+        family = self.family if orderings is None else dataclasses.replace(self.family, orderings=orderings)
+        role = "primary" if layer is None else "ablation"
+        # the layer ablation ranks layers with IROF (the study's fill) and the localisation metrics, at the
+        # primary depth floor: the other metrics and variants at every layer would multiply the forwards
+        sets = self.metric_sets if layer is None else [[m for m in self.metric_sets[0]
+                                                        if m.name == "irof" or m.kind == "map"]]
+        floors = self.settings.depth_floors if layer is None else self.settings.depth_floors[:1]
+        cv, rows = code_version(), []
+        for f, floor in enumerate(floors):
+            items = exps if f == 0 else [e for e in exps if e.task == "depth"]
+            for metrics in sets:
+                use = [m for m in metrics if f == 0 or m.kind != "map"]
+                if not items or not use:
+                    continue
+                results = evaluate(self.model, x, items, self.tasks, use, family, sps, self.engines[floor])
+                rows += [faith_row(model_id, batch.image_ids[r.image_index], r,
+                                   self.layer_path(r.task, layer), layer or self.plan.primary[r.task], role, cv)
+                         for r in results]
+        return rows
 
     def run_batch(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
                   wanted: dict[tuple[int, str], set[int]] | None,
                   dense: DenseMaps | None) -> dict[str, list[dict[str, Any]]]:
-        """Primary layer: predictions, Grad-CAM, IROF with every baseline, similarity to the dense maps."""
+        """Primary layer: predictions, Grad-CAM, every metric with every ordering, similarity to the dense maps."""
         x = batch.images.to(self.device)
         out = self.clean_forward(batch)
         rows: dict[str, list[dict[str, Any]]] = {"predictions": _prediction_rows(model_id, batch, out)}
@@ -151,31 +184,21 @@ class ModelExplainer:
         cv = code_version()
         rows["explanations"] = [_explanation_row(model_id, batch, e, self.plan.primary[e.task], "primary", cv)
                                 for e in exps]
-        rows["irof"] = []
-        for fill, st in self.irof_settings.items():
-            results: list[IrofResult] = irof(self.model, x, exps, sps, self.tasks, st, forward=self.fwd) if exps else []
-            if fill in self.random and exps:
-                results += self.random[fill](x, exps, sps)
-            rows["irof"] += [_irof_row(model_id, batch, r, self.layer_path(r.task), self.plan.primary[r.task],
-                                       "primary", slic_settings_key, cv) for r in results]
+        rows["faithfulness"] = self._faithfulness(model_id, batch, x, exps, sps, None, slic_settings_key)
         if dense is not None:
             rows["similarity"] = _similarity_rows(model_id, batch, exps, dense, self.settings.topk, cv)
         return rows
 
     def run_layer(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
                   layer: str, wanted: dict[tuple[int, str], set[int]]) -> dict[str, list[dict[str, Any]]]:
-        """One ablation layer on the primary unit's targets: Grad-CAM and its IROF ordering (no baselines: the
-        margin over chance uses the primary random curves, which do not depend on the layer)."""
+        """One ablation layer on the primary unit's targets: Grad-CAM and its most-relevant-first curves (the
+        margin over chance uses the primary unit's random orderings, which do not depend on the layer)."""
         x = batch.images.to(self.device)
         exps = self._explain_all(x, self.targets(self.clean_forward(batch), wanted), layer)
         cv = code_version()
-        rows: dict[str, list[dict[str, Any]]] = {
-            "explanations": [_explanation_row(model_id, batch, e, layer, "ablation", cv) for e in exps], "irof": []}
-        for st in self.ablation_settings.values():
-            results = irof(self.model, x, exps, sps, self.tasks, st, forward=self.fwd) if exps else []
-            rows["irof"] += [_irof_row(model_id, batch, r, self.layer_path(r.task, layer), layer, "ablation",
-                                       slic_settings_key, cv) for r in results]
-        return rows
+        return {"explanations": [_explanation_row(model_id, batch, e, layer, "ablation", cv) for e in exps],
+                "faithfulness": self._faithfulness(model_id, batch, x, exps, sps, layer, slic_settings_key,
+                                                   ("morf",))}
 
 
 def _explanation_row(model_id: str, batch: Batch, e: Explanation, label: str, role: str, cv: str
@@ -197,18 +220,6 @@ def _prediction_rows(model_id: str, batch: Batch, out: dict[str, torch.Tensor]) 
                    else p[0].numpy().astype(np.float16) if name == "depth" else p.numpy().astype(np.float16))
             rows.append({"model_id": model_id, "image_id": iid, "task": name, "prediction": encode_array(arr)})
     return rows
-
-
-def _irof_row(model_id: str, batch: Batch, r: IrofResult, layer: str, label: str, role: str, skey: str,
-              cv: str) -> dict[str, Any]:
-    method = "gradcam" if r.ordering == "saliency" else r.ordering
-    settings = {**r.settings.to_dict(), "slic": r.slic.to_dict(), "ordering": r.ordering}
-    return {"model_id": model_id, "image_id": batch.image_ids[r.image_index], "task": r.task,
-            "target_id": r.target_id, "target": r.target_name, "saliency_method": method,
-            "fill_mode": r.settings.fill_mode, "layer": layer, "settings_key": skey, "n_segments": r.n_segments,
-            "clean_score": r.clean_score, "curve": [float(v) for v in r.curve], "aoc": r.aoc,
-            "aoc_norm": r.aoc_norm, "seed": r.settings.seed, "code_version": cv, "status": r.status,
-            "settings": json.dumps(settings, sort_keys=True, default=str), "layer_label": label, "layer_role": role}
 
 
 def _similarity_rows(model_id: str, batch: Batch, exps: list[Explanation], dense: DenseMaps, topk: float,

@@ -57,8 +57,14 @@ class ExplainSettings:
     batch_images: int = 4  # images per explain unit
     max_targets: int | None = None  # per image and task: a seeded stratified draw among the dense model's targets
     image_sample: str = "random"  # D26: "random" = seeded permutation of the split (its first N); "first"
-    fill_modes: tuple[str, ...] = ("quantus",)
-    baselines: tuple[str, ...] = ("random", "reversed")
+    fill_modes: tuple[str, ...] = ("quantus",)  # IROF's fills (D18): one IROF variant each
+    #: faithfulness metrics (``mtlx_core.faithfulness.registry``; ``all``) and per-metric options
+    #: ``((name, ((option, value), ...)), ...)``
+    metrics: tuple[str, ...] = ("all",)
+    metric_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    orderings: tuple[str, ...] = ("morf", "lerf", "random")  # D24: the explainer's, reversed, K random
+    n_random: int = 5  # K random orderings, the same seeds for every model (common random numbers)
+    depth_floors: tuple[str, ...] = ("absolute",)  # D29: the depth scalar's floor; the first is primary
     seed: int = 0
     slic: SlicSettings = field(default_factory=SlicSettings)
     layer: str | None = None  # primary Grad-CAM layer (label or module path); None = the model's default (D11)
@@ -82,6 +88,14 @@ class ExplainSettings:
             d.pop(k)
         d["slic"] = self.slic.to_dict()
         return d
+
+    def metric_names(self) -> list[str]:
+        from mtlx_core.faithfulness.registry import metric_names
+
+        return metric_names(list(self.metrics))
+
+    def options(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(opts) for name, opts in self.metric_options}
 
     def primary_layer(self, arch: str, task: str, arm_id: str | None = None) -> str | None:
         """The primary layer (label or path) of a task of a model; None = the model's default (D11)."""
@@ -140,9 +154,12 @@ _DEMO_EXPLAIN = ExplainSettings(
                     ("demo_segnet_mtan_hrank:segmentation", "task_att_dec2"),
                     ("demo_segnet_mtan_hrank:depth", "dec_stage2"),
                     ("demo_segnet_mtan_hrank:normals", "task_att_dec1")),
-    ablation_layers=("d11_conv2",))
+    ablation_layers=("d11_conv2",),
+    metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"),
+    metric_options=(("deletion", (("n_steps", 16),)), ("insertion", (("n_steps", 16),))))
 #: paper scale: D11's layers are primary, every registered layer is computed too (the layer ablation)
-_PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",))
+_PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",),
+                                 depth_floors=("absolute", "range"))
 
 STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
     StudyPreset("smoke", "two tiny arms, one pruned level each, 4 images (tests)", (
@@ -154,7 +171,9 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                 train_overrides={**SMOKE_TRAIN, "arch_kwargs": {"head_hidden": 8}}, finetune_iterations=2),
     ), ExplainSettings(images=4, batch_images=2, max_targets=None, fill_modes=("quantus", "fixed"),
                        slic=SlicSettings(n_segments=16), trim_tasks=False, fold_bn=False, channels_last=False,
-                       ablation_layers=("dec_stage2", "block_out")),
+                       ablation_layers=("dec_stage2", "block_out"), n_random=2, depth_floors=("absolute", "range"),
+                       metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"),
+                       metric_options=(("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),)))),
         publish_every_s=5.0),
     StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO, _DEMO_EXPLAIN),
     StudyPreset("paper", "the three arms of Table 1 at paper scale (NYUv2 and Cityscapes)", _ARMS_PAPER,
@@ -189,4 +208,6 @@ def describe(preset: StudyPreset) -> str:
                  f"{'/'.join(e.fill_modes)}, {e.slic.n_segments} superpixels")
     layers = ", ".join(f"{a} {lay}" for a, lay in e.primary_layers) or (e.layer or "D11")
     lines.append(f"  Grad-CAM layer {layers}; ablation layers {', '.join(e.ablation_layers) or 'none'}")
+    lines.append(f"  metrics {', '.join(e.metric_names())}; orderings {'/'.join(e.orderings)} "
+                 f"({e.n_random} random); depth floor {'/'.join(e.depth_floors)}")
     return "\n".join(lines)

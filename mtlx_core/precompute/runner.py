@@ -27,6 +27,7 @@ from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.explain.target_draw import TargetDraw
 from mtlx_core.models.layers import layer_labels
 from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
+from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
 from mtlx_core.precompute.summary import format_summary, summarize
@@ -113,6 +114,8 @@ class Runner:
         self.publish_every_s = preset.publish_every_s if publish_every_s is None else publish_every_s
         self.result = PrecomputeResult(self.store)
         self.skey = slic_key(self.settings.slic)
+        self.metrics = self.settings.metric_names()
+        metric_sets(self.settings)  # options and dependencies checked before any work starts
         self._check_layers()
 
     def _check_layers(self) -> None:
@@ -170,7 +173,7 @@ class Runner:
                     self._publish()
                     logger.info("layer ablation of arm %s published after %.0f s", arm.arm_id,
                                 time.monotonic() - t0)
-            self.result.summary = summarize(self.w.con, self.settings.fill_modes[0])
+            self.result.summary = summarize(self.w.con, "irof" if "irof" in self.metrics else self.metrics[0])
             self.result.timing = self.w.con.execute(
                 "SELECT kind, count(*), sum(seconds), sum(cpu_seconds) FROM units GROUP BY kind ORDER BY kind"
             ).fetchall()
@@ -181,8 +184,8 @@ class Runner:
             raise
         self.w.close(remove_work=True)
         self.result.seconds = time.monotonic() - t0
-        logger.info("study summary (%s fill; AOC normalised, 95 %% bootstrap CI over images):\n%s",
-                    self.settings.fill_modes[0], format_summary(self.result.summary))
+        logger.info("study summary (normalised scores at the primary layer; margin = over the mean of the random "
+                    "orderings; 95 %% bootstrap CI over images):\n%s", format_summary(self.result.summary))
         for kind, n, wall, cpu in self.result.timing:
             logger.info("store total, %-7s units: %3d, %7.1f s wall, %7.1f s CPU", kind, n, wall, cpu)
         logger.info("%s: %d units run (%s), %d already done, %.1f s", self.store, sum(self.result.executed.values()),

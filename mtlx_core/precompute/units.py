@@ -10,11 +10,11 @@ Kinds and ids (the id is the journal key; everything a unit computes derives fro
 - ``targets:<dense_model_id>:<draw_key>``: the dense model's candidate targets on every image of the sample and
   the seeded stratified draw (rows: ``target_draws``); ``draw_key`` hashes the image ids, k and the seed.
 - ``explain:<model_id>:<batch_key>``: one model on one image batch, at its primary layers; rows: ``predictions``,
-  ``explanations``, ``irof`` (Grad-CAM + baselines x fill modes), ``similarity`` (pruned models, against the
+  ``explanations``, ``faithfulness`` (every metric x ordering x variant), ``similarity`` (pruned models, against the
   dense model's maps of the same batch, read from the store: the dense model's unit of the batch must be done
   first).
 - ``layer:<model_id>:<batch_key>:<layer label>``: one ablation layer of one model on one batch, on the primary
-  unit's targets; rows: ``explanations``, ``irof`` (Grad-CAM ordering only, ``layer_role = 'ablation'``).
+  unit's targets; rows: ``explanations``, ``faithfulness`` (most-relevant-first only, ``layer_role = 'ablation'``).
 
 ``batch_key`` = hash of the batch's image ids (content hashes) and the SLIC settings key.
 """
@@ -137,7 +137,8 @@ def model_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, Tas
 
 def _metric_rows(model_id: str, metrics: dict[str, dict[str, float]], tasks: dict[str, Task]) -> list[dict]:
     return [{"model_id": model_id, "task": t, "metric": m, "value": float(v),
-             "higher_is_better": tasks[t].higher_is_better.get(m), "split": "val"}
+             "higher_is_better": tasks[t].higher_is_better.get(m), "split": "val",
+             "is_primary": m == tasks[t].primary_metric}
             for t, ms in metrics.items() if t in tasks for m, v in ms.items()]
 
 

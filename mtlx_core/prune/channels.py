@@ -17,11 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from mtlx_core.models.surgery import resize_to_state_dict
+
+if TYPE_CHECKING:
+    from mtlx_core.models.base import MultiTaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +153,7 @@ def sliced_state_dict(model: nn.Module, plan: ChannelPlan,
     return state
 
 
-def prune_channels(model: nn.Module, plan: ChannelPlan, keep: Mapping[str, torch.Tensor]) -> nn.Module:
+def prune_channels(model: MultiTaskModel, plan: ChannelPlan, keep: Mapping[str, torch.Tensor]) -> MultiTaskModel:
     """A new, smaller dense model holding only the kept channels (``model`` is left unchanged)."""
     from mtlx_core.models import build_model
 

@@ -20,9 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from mtlx_core.models.base import SHARED
+from mtlx_core.models.base import SHARED, MultiTaskModel
 from mtlx_core.prune.masks import prunable_weights
 from mtlx_core.tasks import Task
 
@@ -33,19 +32,19 @@ Scores = dict[str, dict[str, torch.Tensor]]  # task -> weight name -> score (wei
 TOLERANCE = 0.005
 
 
-def task_weights(model: nn.Module, task: str) -> list[str]:
+def task_weights(model: MultiTaskModel, task: str) -> list[str]:
     """Prunable weights of ``task``'s sub-network: shared ones and those ``task`` owns."""
     return [n for n in prunable_weights(model) if model.module_owner(n) in (SHARED, task)]
 
 
-def magnitude_scores(model: nn.Module) -> Scores:
+def magnitude_scores(model: MultiTaskModel) -> Scores:
     """``|w|`` of every weight of each task's sub-network."""
     weights = prunable_weights(model)
     return {t: {n: weights[n].detach().abs().float().cpu() for n in task_weights(model, t)}
             for t in model.task_names}
 
 
-def snip_scores(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], tasks: Mapping[str, Task],
+def snip_scores(model: MultiTaskModel, batches: Iterable[dict[str, torch.Tensor]], tasks: Mapping[str, Task],
                 device: str | torch.device = "cpu") -> Scores:
     """``sum over batches of |dL_task/dw * w|`` per task, computed on a copy (``model`` is not changed)."""
     net = copy.deepcopy(model).to(device).train()
@@ -97,7 +96,7 @@ class _TopK:
         return {n: kept[self.offsets[n]:self.offsets[n] + s.numel()].view(s) for n, s in self.shapes.items()}
 
 
-def disparse_masks(model: nn.Module, scores: Scores, keep_ratio: float) -> dict[str, torch.Tensor]:
+def disparse_masks(model: MultiTaskModel, scores: Scores, keep_ratio: float) -> dict[str, torch.Tensor]:
     """Boolean masks (True = kept) of every prunable weight for one keep ratio: per-task top-k, shared union."""
     shapes = {n: w.shape for n, w in prunable_weights(model).items()}
     return _TopK(shapes, scores).masks(keep_ratio)
@@ -110,7 +109,7 @@ class Calibration:
     steps: int
 
 
-def calibrated_masks(model: nn.Module, scores: Scores, target: float,
+def calibrated_masks(model: MultiTaskModel, scores: Scores, target: float,
                      tolerance: float = TOLERANCE) -> tuple[dict[str, torch.Tensor], Calibration]:
     """Masks whose global sparsity is within ``tolerance`` of ``target``, the keep ratio found by bisection."""
     if not 0.0 < target < 1.0:

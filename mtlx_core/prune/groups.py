@@ -23,10 +23,11 @@ hidden layers (no BN: HRank only). The ASPP output convs are not prunable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from torch import nn
 
+from mtlx_core.models.deeplab import DeepLabResNet34
+from mtlx_core.models.segnet_mtan import SegNetMTAN
 from mtlx_core.prune.channels import ChannelGroup, ChannelPlan, Producer
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,16 @@ def _attention_hidden(b: _PlanBuilder, prefix: str, *inputs: str) -> None:
     b.reads(f"{prefix}.3", f"{prefix}.hidden")
 
 
-def segnet_mtan_plan(model: nn.Module) -> ChannelPlan:
+def _n_children(module: nn.Module) -> int:
+    """Length of a container module (a Sequential or ModuleList, typed as a plain Module by its parent)."""
+    return sum(1 for _ in module.children())
+
+
+def segnet_mtan_plan(model: SegNetMTAN) -> ChannelPlan:
     """Channel plan of ``SegNetMTAN`` (any task subset); see the module docstring."""
     b = _PlanBuilder(model)
     tasks = model.task_names
-    depth = [len(s) for s in model.conv_block_enc]
+    depth = [_n_children(s) for s in model.conv_block_enc]
     prev = INPUT
     for j in range(5):  # encoder
         b.reads(f"encoder_block.{j}.0", prev)
@@ -102,7 +108,7 @@ def segnet_mtan_plan(model: nn.Module) -> ChannelPlan:
         for t in tasks:
             _attention_hidden(b, f"encoder_att.{t}.{j}", *([first] if j == 0 else [first, f"encatt{j - 1}"]))
         prev = stage
-    dec_depth = [len(s) for s in model.conv_block_dec]
+    dec_depth = [_n_children(s) for s in model.conv_block_dec]
     for k in range(4, -1, -1):  # decoder: stage{k} (the unpooled tensor) is read at step k
         b.reads(f"decoder_block.{k}.0", f"stage{k}")
         first = b.group(f"dec{k}.first", [_cbr(f"decoder_block.{k}")], [f"decoder_block.{k}.2"])
@@ -126,25 +132,26 @@ def segnet_mtan_plan(model: nn.Module) -> ChannelPlan:
     return plan
 
 
-def deeplab_plan(model: nn.Module) -> ChannelPlan:
+def deeplab_plan(model: DeepLabResNet34) -> ChannelPlan:
     """Channel plan of ``DeepLabResNet34``; see the module docstring."""
     b = _PlanBuilder(model)
     b.reads("backbone.conv1", INPUT)
     chain = b.group("stem", [Producer("backbone.conv1", "backbone.bn1")], ["backbone.relu"])
     for s, stage in enumerate(model.backbone.blocks):
         prev_chain = chain
-        if stage[0].downsample is not None:
+        blocks = list(stage.children())  # the stage's BasicBlocks
+        if getattr(blocks[0], "downsample", None) is not None:
             ds = f"backbone.blocks.{s}.0.downsample"
             b.reads(f"{ds}.0", prev_chain)
             chain = b.group(f"res{s}", [Producer(f"{ds}.0", f"{ds}.1")])
-        for i in range(len(stage)):
+        for i in range(len(blocks)):
             blk = f"backbone.blocks.{s}.{i}"
             b.reads(f"{blk}.conv1", prev_chain if i == 0 else chain)
             mid = b.group(f"{blk}.mid", [Producer(f"{blk}.conv1", f"{blk}.bn1")], [f"{blk}.relu"])
             b.reads(f"{blk}.conv2", mid)
             b.add(chain, Producer(f"{blk}.conv2", f"{blk}.bn2"), f"{blk}.out_relu")
     for t in model.task_names:
-        for r in range(len(model.heads[t])):
+        for r in range(_n_children(model.heads[t])):
             br = f"heads.{t}.{r}"
             b.reads(f"{br}.conv1", chain)
             b.group(f"{br}.hidden1", [Producer(f"{br}.conv1")], [f"{br}.relu1"])
@@ -157,16 +164,12 @@ def deeplab_plan(model: nn.Module) -> ChannelPlan:
     return plan
 
 
-#: architecture name (``MODELS`` key) -> plan builder
-PLANS: dict[str, Callable[[nn.Module], ChannelPlan]] = {
-    "segnet_mtan": segnet_mtan_plan,
-    "deeplab_resnet34": deeplab_plan,
-}
-
-
 def channel_plan(model: nn.Module) -> ChannelPlan:
     """The channel plan of a registry model (pruned or not: sizes are read from its layers)."""
-    arch = getattr(model, "arch_name", "")
-    if arch not in PLANS:
-        raise ValueError(f"no channel plan for architecture {arch!r}; valid architectures: {', '.join(PLANS)}")
-    return PLANS[arch](model)
+    if isinstance(model, SegNetMTAN):
+        return segnet_mtan_plan(model)
+    if isinstance(model, DeepLabResNet34):
+        return deeplab_plan(model)
+    arch = getattr(model, "arch_name", type(model).__name__)
+    raise ValueError(f"no channel plan for architecture {arch!r}; valid architectures: "
+                     f"{SegNetMTAN.arch_name}, {DeepLabResNet34.arch_name}")

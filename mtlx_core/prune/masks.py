@@ -18,7 +18,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{"<module>.weight": parameter}`` of every Conv2d / Linear, in module order."""
     return {f"{name}.weight": m.weight for name, m in model.named_modules()
             if isinstance(m, nn.Conv2d | nn.Linear)}
@@ -30,13 +30,6 @@ def weight_sparsity(model: nn.Module) -> float:
     total = sum(w.numel() for w in weights)
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / total if total else 0.0
-
-
-def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
-    """Share of pruned (False) entries over all masks."""
-    total = sum(m.numel() for m in masks.values())
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / total if total else 0.0
 
 
 @torch.no_grad()

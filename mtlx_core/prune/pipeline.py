@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtlx_core.models.base import MultiTaskModel
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.prune import disparse, hrank, netslim
 from mtlx_core.prune.channels import prune_channels, removed_share
@@ -84,7 +85,7 @@ def _size_record(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ..
 
 def _prune_disparse(parent: Any, cfg: TrainConfig, variant: str, sparsity: float, preset: PrunePreset,
                     train_ds: Any, device: torch.device, input_shape: tuple[int, ...]
-                    ) -> tuple[nn.Module, list[Any], dict[str, Any]]:
+                    ) -> tuple[MultiTaskModel, list[Any], dict[str, Any]]:
     if variant == "static":  # the dense run's own initialisation, re-created from its seed
         tasks = build_tasks(train_ds.spec, cfg.tasks)
         torch.manual_seed(cfg.seed)  # exactly as train() builds it
@@ -111,7 +112,7 @@ def _prune_disparse(parent: Any, cfg: TrainConfig, variant: str, sparsity: float
 
 def _prune_structured(parent: Any, method: str, sparsity: float, preset: PrunePreset, cfg: TrainConfig,
                       train_ds: Any, device: torch.device, input_shape: tuple[int, ...]
-                      ) -> tuple[nn.Module, list[Any], dict[str, Any]]:
+                      ) -> tuple[MultiTaskModel, list[Any], dict[str, Any]]:
     from mtlx_core.models import build_model
 
     model = parent.model.to(device)

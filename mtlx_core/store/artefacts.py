@@ -107,23 +107,6 @@ def superpixels(store: Store, image_id: str, settings_key: str | None = None) ->
     return decode_array(rows[0][0]).astype(np.int64)
 
 
-def irof_curves(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int,
-                fill_mode: str = "quantus", layer: str | None = None) -> pd.DataFrame:
-    """IROF curves (``curve`` as float arrays) of the explanation at the layer with this label (``None``: the
-    primary layer) and of the baselines for each model: at an ablation layer only the random ordering (it does not
-    depend on the layer; the reversed one is the primary map's)."""
-    layer_sql = ("AND (layer_label = ? OR (saliency_method = 'random' AND layer_role = 'primary'))"
-                 if layer is not None else "AND layer_role = 'primary'")
-    df = store.df(
-        "SELECT model_id, saliency_method, layer_label, curve, aoc, aoc_norm, n_segments, clean_score, settings_key, "
-        "seed, status FROM irof "
-        f"WHERE image_id = ? AND task = ? AND target_id = ? AND fill_mode = ? AND model_id IN ({_in(model_ids)}) "
-        f"{layer_sql} ORDER BY model_id, saliency_method",
-        [image_id, task, int(target_id), fill_mode, *model_ids, *([layer] if layer is not None else [])])
-    df["curve"] = [np.asarray(c if c is not None else [], dtype=np.float64) for c in df["curve"]]
-    return df
-
-
 def similarity(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int) -> pd.DataFrame:
     """Stored similarity of each model's map to its reference (the dense model's map)."""
     return store.df(

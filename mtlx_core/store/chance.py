@@ -1,15 +1,16 @@
 """Do the explanations beat chance? Per-image margins over the random baseline and their paired tests.
 
-The margin of an image (D24, with the one stored random ordering per target until the metric family adds K):
-the explainer's IROF score minus the random ordering's score on the same target, averaged over the image's
-targets where both curves have status ``ok``. Tests are paired by image (``mtlx_core.stats.paired``): mean
-margin, BCa bootstrap 95 % interval, two-sided Wilcoxon signed-rank, Holm over the family shown.
+The margin of an image (D24): the explainer's normalised score minus the mean over the K random orderings of the
+same target, averaged over the image's targets with status ``ok``, for any metric of the family (default
+IROF). A derived metric (AbPC) has chance 0, so its margin is its value. Tests are paired by image
+(``mtlx_core.stats.paired``): mean margin, BCa bootstrap 95 % interval, two-sided Wilcoxon signed-rank, Holm
+over the family shown.
 
 Re-exported by ``mtlx_core.store.query`` (the app's one door to the store)::
 
-    chance_per_image(store, fill_mode, value)  # per model, task, layer and image: Grad-CAM, random, margin
-    beats_chance(store, fill_mode, value)      # per dense model and task at the primary layer: the verdict
-    margin_by_layer(store, fill_mode, value)   # per model, task and layer (dense and pruned): the ablation
+    chance_per_image(store, metric, variant, value)  # per model, task, layer and image: Grad-CAM, random, margin
+    beats_chance(store, metric, variant, value)      # per dense model and task at the primary layer: the verdict
+    margin_by_layer(store, metric, variant, value)   # per model, task and layer (dense and pruned): the ablation
 """
 
 from __future__ import annotations
@@ -17,36 +18,20 @@ from __future__ import annotations
 import pandas as pd
 
 from mtlx_core.stats.paired import holm, paired_summary
+from mtlx_core.store.faith import faithfulness_per_image
 from mtlx_core.store.reader import Store
 
 ALPHA = 0.05
 MIN_SHARE = 0.2  # issue 16's bar for "clearly": the margin is at least 20 % of the random baseline's score
 
 
-def _check_value(value: str) -> None:
-    if value not in ("aoc", "aoc_norm"):
-        raise ValueError(f"unknown AOC column {value!r}; valid columns: aoc, aoc_norm")
-
-
-def chance_per_image(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm") -> pd.DataFrame:
-    """One row per (arm point, task, layer, image): mean Grad-CAM and random score over the image's targets
-    (status ``ok`` on both), the margin (mean of the per-target differences) and the number of targets."""
-    _check_value(value)
-    return store.df(
-        "WITH p AS (SELECT a.arm_id, m.model_id, m.model_id = a.dense_model_id AS is_dense, "
-        "  CASE WHEN m.model_id = a.dense_model_id THEN 0.0 ELSE coalesce(m.achieved_sparsity, m.target_sparsity) "
-        "  END AS sparsity, coalesce(m.target_sparsity, 0) AS target_sparsity "
-        "  FROM arms a JOIN models m ON m.arm_id = a.arm_id OR m.model_id = a.dense_model_id), "
-        f"g AS (SELECT model_id, task, layer_label, layer_role, image_id, target_id, {value} AS v FROM irof "
-        "  WHERE saliency_method = 'gradcam' AND fill_mode = ? AND status = 'ok'), "
-        f"r AS (SELECT model_id, task, image_id, target_id, {value} AS v FROM irof "
-        "  WHERE saliency_method = 'random' AND fill_mode = ? AND layer_role = 'primary' AND status = 'ok') "
-        "SELECT p.arm_id, g.model_id, "
-        "p.is_dense, p.sparsity, p.target_sparsity, g.task, g.layer_label, any_value(g.layer_role) AS layer_role, "
-        "g.image_id, avg(g.v) AS gradcam, avg(r.v) AS random, avg(g.v - r.v) AS margin, count(*) AS n_targets "
-        "FROM g JOIN r USING (model_id, task, image_id, target_id) JOIN p ON p.model_id = g.model_id "
-        "GROUP BY ALL ORDER BY p.arm_id, p.sparsity, g.model_id, g.task, g.layer_label, g.image_id",
-        [fill_mode, fill_mode])
+def chance_per_image(store: Store, metric: str = "irof", variant: str | None = None,
+                     value: str = "score_norm") -> pd.DataFrame:
+    """One row per (arm point, task, layer, image): the explainer's mean value over the image's targets, the
+    mean of the random orderings, the margin (D24) and the number of targets (status ``ok``)."""
+    per = faithfulness_per_image(store, metric, variant, value)
+    per = per.rename(columns={"explainer_value": "gradcam"})
+    return per[per["random"].notna() | per["margin"].notna()].reset_index(drop=True)
 
 
 def _summaries(per_image: pd.DataFrame, keys: list[str], n_boot: int, seed: int) -> pd.DataFrame:
@@ -73,11 +58,11 @@ def verdict(row: pd.Series | dict, alpha: float = ALPHA, min_share: float = MIN_
     return "no better than chance"
 
 
-def beats_chance(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm", n_boot: int = 10_000,
-                 seed: int = 0) -> pd.DataFrame:
+def beats_chance(store: Store, metric: str = "irof", variant: str | None = None, value: str = "score_norm",
+                 n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Per dense model and task at the primary layer: margin over random, BCa interval, Wilcoxon p, Holm over
     all the dense cells, the margin as a share of the random baseline's score, and a verdict in words."""
-    per = chance_per_image(store, fill_mode, value)
+    per = chance_per_image(store, metric, variant, value)
     per = per[per["is_dense"] & (per["layer_role"] == "primary")]
     per = per.drop_duplicates(["model_id", "task", "image_id"])  # a dense model shared by two arms counts once
     out = _summaries(per, ["arm_id", "model_id", "task", "layer_label"], n_boot, seed)
@@ -86,11 +71,11 @@ def beats_chance(store: Store, fill_mode: str = "quantus", value: str = "aoc_nor
     return out
 
 
-def margin_by_layer(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm", n_boot: int = 2_000,
-                    seed: int = 0) -> pd.DataFrame:
+def margin_by_layer(store: Store, metric: str = "irof", variant: str | None = None, value: str = "score_norm",
+                    n_boot: int = 2_000, seed: int = 0) -> pd.DataFrame:
     """Per (arm point, task, layer), dense and pruned: the margin over random with its interval and p-value;
     Holm within each arm and task (over its models and layers)."""
-    per = chance_per_image(store, fill_mode, value)
+    per = chance_per_image(store, metric, variant, value)
     out = _summaries(per, ["arm_id", "model_id", "is_dense", "sparsity", "target_sparsity", "task", "layer_label",
                            "layer_role"], n_boot, seed)
     out["p_holm"] = float("nan")

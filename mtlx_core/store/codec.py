@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # the read path (mtlx_core.store.query) must not import torch
+    import torch
 
 
 def encode_array(arr: np.ndarray) -> bytes:
@@ -60,5 +63,11 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     for k in sorted(state):
         t = state[k].detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch_uint8()).numpy().tobytes())
     return h.hexdigest()
+
+
+def torch_uint8() -> torch.dtype:
+    import torch
+
+    return torch.uint8

@@ -7,17 +7,21 @@ Public API::
     build_status(store)                       # complete / running / interrupted, arms planned and complete
     arms(store); models(store); model_record(store, id); task_metrics(store); metrics_wide(store)
     arm_models(store, arm_id)                 # the arm's dense model (sparsity 0) and its pruned models
-    aoc_per_image(store, fill_mode)           # mean AOC over targets, per model, task, saliency method and image
-    figure4(store, fill_mode)                 # mean AOC and its 95 % bootstrap interval (over images) per point
+    metric_variants(store)                    # the faithfulness metrics and variants stored (IROF first)
+    faithfulness_per_image(store, metric, variant, value)  # per point, task, layer, image: explainer, random
+                                              # (mean of K orderings), reversed, margin over chance
+    figure4(store, metric, variant, value)    # mean and 95 % bootstrap interval over images per point and series
     performance(store)                        # each task's primary metric per point, and the trivial predictor's
     images(store); image_png(store, ids); image(store, id); model_images(store, model_id)
     targets(store, image_id, task, model_ids) # the targets explained on one image (id and name)
     layers(store, model_ids)                  # Grad-CAM layers stored: label, role (primary / ablation)
-    saliency_maps(..., layer); predictions(...); superpixels(...); irof_curves(..., layer); similarity(...)
+    saliency_maps(..., layer); predictions(...); superpixels(...); similarity(...)
+    faithfulness_curves(store, ids, image, task, target, metric, variant, layer)  # MoRF, LeRF, random curves
     target_draws(store, model_id)             # the dense model's candidate targets and which were drawn
-    beats_chance(store, fill_mode)            # dense models: margin over random, interval, paired test, verdict
-    margin_by_layer(store, fill_mode)         # the layer ablation: margin over random per model, task, layer
-    chance_per_image(store, fill_mode)        # the per-image margins behind both
+    beats_chance(store, metric, variant)      # dense models: margin over random, interval, paired test, verdict
+    margin_by_layer(store, metric, variant)   # the layer ablation: margin over random per model, task, layer
+    chance_per_image(store, metric, variant)  # the per-image margins behind both
+    map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
 decode only the blobs asked for.
@@ -30,14 +34,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from mtlx_core.explain.similarity import map_similarity as map_similarity
 from mtlx_core.store.artefacts import _in
 from mtlx_core.store.artefacts import image as image
 from mtlx_core.store.artefacts import image_png as image_png
 from mtlx_core.store.artefacts import images as images
-from mtlx_core.store.artefacts import irof_curves as irof_curves
 from mtlx_core.store.artefacts import layers as layers
 from mtlx_core.store.artefacts import model_images as model_images
 from mtlx_core.store.artefacts import predictions as predictions
@@ -46,22 +49,30 @@ from mtlx_core.store.artefacts import similarity as similarity
 from mtlx_core.store.artefacts import superpixels as superpixels
 from mtlx_core.store.artefacts import target_draws as target_draws
 from mtlx_core.store.artefacts import targets as targets
-from mtlx_core.store.chance import _check_value
 from mtlx_core.store.chance import beats_chance as beats_chance
 from mtlx_core.store.chance import chance_per_image as chance_per_image
 from mtlx_core.store.chance import margin_by_layer as margin_by_layer
+from mtlx_core.store.codec import decode_png as decode_png
+from mtlx_core.store.errors import BUILD_HINT as BUILD_HINT
+from mtlx_core.store.errors import StoreBusyError as StoreBusyError
+from mtlx_core.store.errors import StoreError as StoreError
+from mtlx_core.store.errors import StoreMissingError as StoreMissingError
+from mtlx_core.store.faith import SERIES as SERIES
+from mtlx_core.store.faith import VALUES as VALUES
+from mtlx_core.store.faith import default_variant as default_variant
+from mtlx_core.store.faith import faithfulness_curves as faithfulness_curves
+from mtlx_core.store.faith import faithfulness_per_image as faithfulness_per_image
+from mtlx_core.store.faith import figure4 as figure4
+from mtlx_core.store.faith import metric_variants as metric_variants
+from mtlx_core.store.faith import settings_of as settings_of
 from mtlx_core.store.reader import REQUIRED_TABLES, Store
 from mtlx_core.store.reader import open_store as open_store  # re-exported: the pages' one import
 from mtlx_core.store.reader import signature as signature
 from mtlx_core.store.reader import store_path as store_path
 from mtlx_core.store.snapshot import writer_active
-from mtlx_core.tasks import DepthTask, NormalsTask, SegmentationTask
 
 logger = logging.getLogger(__name__)
 
-#: primary metric of each task and whether higher is better (the tasks' own)
-PRIMARY_METRIC = {t.name: (t.primary_metric, t.higher_is_better[t.primary_metric])
-                  for t in (SegmentationTask, DepthTask, NormalsTask)}
 
 
 # --- what the store holds --------------------------------------------------------------------------------
@@ -159,86 +170,18 @@ def metrics_wide(store: Store) -> pd.DataFrame:
 
 
 def performance(store: Store) -> pd.DataFrame:
-    """Primary metric per task for every point of every arm, plus the trivial predictor of its dataset."""
-    rows = []
-    for task, (metric, higher) in PRIMARY_METRIC.items():
-        rows.append(store.df(
-            f"WITH p AS ({_arm_points_sql()}) SELECT p.arm_id, p.model_id, p.sparsity, p.target_sparsity, "
-            "t.task, t.metric, t.value, ? AS higher_is_better, tr.value AS trivial "
-            "FROM p JOIN task_metrics t ON t.model_id = p.model_id AND t.task = ? AND t.metric = ? "
-            "JOIN arms a ON a.arm_id = p.arm_id LEFT JOIN task_metrics tr ON tr.model_id = 'trivial:' || a.dataset "
-            "AND tr.task = t.task AND tr.metric = t.metric ORDER BY p.arm_id, p.sparsity", [higher, task, metric]))
-    return pd.concat(rows, ignore_index=True)
-
-
-# --- faithfulness aggregates (Figure 4) -----------------------------------------------------------------
-
-
-def fill_modes(store: Store) -> list[str]:
-    """Fill modes present in the IROF table (``quantus`` first)."""
-    modes = [r[0] for r in store.rows("SELECT DISTINCT fill_mode FROM irof")]
-    return sorted(modes, key=lambda m: (m != "quantus", m))
-
-
-def _per_image_sql(value: str) -> str:
-    """Mean AOC over each image's targets per (model, task, saliency method, image), for one fill mode."""
-    return (f"SELECT model_id, task, saliency_method, image_id, avg({value}) AS value, count(*) AS n_targets "
-            f"FROM irof WHERE fill_mode = ? AND layer_role = 'primary' AND isfinite({value}) "
-            "GROUP BY model_id, task, saliency_method, image_id")
-
-
-def aoc_per_image(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm") -> pd.DataFrame:
-    """Mean AOC over an image's targets, per (arm point, task, saliency method, image); NaNs are skipped."""
-    _check_value(value)
+    """Primary metric per task (``task_metrics.is_primary``, recorded from each Task) for every point of every
+    arm, plus the trivial predictor of its dataset."""
     return store.df(
-        f"WITH p AS ({_arm_points_sql()}), i AS ({_per_image_sql(value)}) "
-        "SELECT p.arm_id, p.model_id, p.sparsity, p.target_sparsity, i.task, i.saliency_method, i.image_id, i.value, "
-        "i.n_targets FROM p JOIN i USING (model_id) "
-        "ORDER BY p.arm_id, p.sparsity, p.model_id, i.task, i.saliency_method, i.image_id", [fill_mode])
+        f"WITH p AS ({_arm_points_sql()}) SELECT p.arm_id, p.model_id, p.sparsity, p.target_sparsity, "
+        "t.task, t.metric, t.value, t.higher_is_better, tr.value AS trivial "
+        "FROM p JOIN task_metrics t ON t.model_id = p.model_id AND t.is_primary "
+        "JOIN arms a ON a.arm_id = p.arm_id LEFT JOIN task_metrics tr ON tr.model_id = 'trivial:' || a.dataset "
+        "AND tr.task = t.task AND tr.metric = t.metric ORDER BY p.arm_id, p.sparsity, t.task")
 
 
-def bootstrap_means(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """Bootstrap means ``(n_boot, G)`` of each row of ``values`` ``(G, n)``, all rows resampled alike.
+def class_names(dataset: str) -> tuple[str, ...]:
+    """Segmentation class names of a dataset kind (``mtlx_core.data.layout``; no torch)."""
+    from mtlx_core.data.layout import get_dataset_spec
 
-    Resample ``b`` draws ``n`` indices with replacement (``default_rng(seed).integers``); its mean is computed
-    as (multiplicity of each index) @ values / n, so many groups cost one matrix product.
-    """
-    _g, n = values.shape
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    counts = np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n).reshape(n_boot, n)
-    return counts.astype(np.float64) @ values.T / n  # float: BLAS
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``values`` (NaNs dropped) and its percentile bootstrap interval over the values."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    lo, hi = np.quantile(bootstrap_means(v[None], n_boot, seed)[:, 0], [(1 - level) / 2, (1 + level) / 2])
-    return float(v.mean()), float(lo), float(hi)
-
-
-def figure4(store: Store, fill_mode: str = "quantus", value: str = "aoc_norm", n_boot: int = 1000,
-            seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Mean AOC per (arm, model, task, saliency method) with a 95 % bootstrap interval over images."""
-    _check_value(value)
-    keys = ["arm_id", "model_id", "sparsity", "target_sparsity", "task", "saliency_method"]
-    per_group = store.rows(  # one row per point with its per-image values (few Python objects)
-        f"WITH p AS ({_arm_points_sql()}), i AS ({_per_image_sql(value)}), "
-        "g AS (SELECT model_id, task, saliency_method, list(value ORDER BY image_id) AS vals FROM i GROUP BY ALL) "
-        "SELECT p.arm_id, p.model_id, p.sparsity, p.target_sparsity, g.task, g.saliency_method, g.vals "
-        "FROM p JOIN g USING (model_id) ORDER BY p.arm_id, p.sparsity, p.model_id, g.task, g.saliency_method",
-        [fill_mode])
-    groups = [(tuple(r[:6]), np.asarray(r[6], dtype=np.float64)) for r in per_group]
-    lo = np.full(len(groups), np.nan)
-    hi = np.full(len(groups), np.nan)
-    by_size: dict[int, list[int]] = {}
-    for i, (_, v) in enumerate(groups):
-        by_size.setdefault(len(v), []).append(i)
-    for _n, members in by_size.items():  # groups with as many images share one resampling
-        means = bootstrap_means(np.stack([groups[i][1] for i in members]), n_boot, seed)
-        lo[members], hi[members] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    rows = [(*key, float(v.mean()), lo[i], hi[i], len(v)) for i, (key, v) in enumerate(groups)]
-    return pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n_images"])
+    return get_dataset_spec(dataset).classes

@@ -14,6 +14,7 @@ snapshot a page run started from and keys the app's caches. Opening goes through
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("models_store") / "study.duckdb"
 REQUIRED_TABLES = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
-                   "explanations", "irof", "similarity", "target_draws")
+                   "explanations", "faithfulness", "similarity", "target_draws")
 
 
 def store_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -80,6 +81,11 @@ def _connect(p: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _released(p: Path, c: _Connection) -> bool:
+    """``c`` has no query running, or is no longer the connection of ``p``."""
+    return c.active == 0 or _connections.get(p) is not c
+
+
 def _acquire(p: Path) -> _Connection:
     """The connection to the newest snapshot at ``p``, marked in use (give it back with ``_release``).
 
@@ -100,7 +106,7 @@ def _acquire(p: Path) -> _Connection:
                 c = _Connection(_connect(p), sig)
                 _connections[p] = c
                 continue
-            _cond.wait_for(lambda c=c: c.active == 0 or _connections.get(p) is not c, timeout=30)
+            _cond.wait_for(functools.partial(_released, p, c), timeout=30)
             if _connections.get(p) is c:
                 del _connections[p]
                 c.con.close()

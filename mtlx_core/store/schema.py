@@ -14,7 +14,14 @@ Tables
 - ``superpixels``: SLIC labels per image and settings (computed once, reused by every model and target).
 - ``predictions``: each model's clean prediction per image and task (argmax labels, depth, normals).
 - ``explanations``: Grad-CAM maps per (model, image, task, target, layer) at input and layer resolution.
-- ``irof``: IROF curves and AOC per (model, image, task, target, saliency method, fill mode).
+- ``faithfulness``: one score per (model, image, task, target, explainer, layer, metric, ordering, random
+  replicate, settings key): the curve (task scalar over its clean value at ``x``, the share of the image
+  perturbed), ``score`` (the metric's own number: IROF's AOC, RISE's AUC, ...), ``score_norm`` (scaled to
+  [0, 1] for a curve within [0, 1] and oriented: higher = more faithful), ``status``; only ``ok`` rows have
+  scores, every other status has NULL scores (never NaN). ``ordering``: ``morf`` (the explainer's),
+  ``lerf`` (reversed), ``random`` (``explainer = 'random'``, ``layer = ''``, ``layer_role = 'baseline'``,
+  replicate j with seed ``seed``: common random numbers across models). ``variant`` names the settings that
+  distinguish runs of one metric (``fill=quantus``, ``depth_floor=range``), ``settings`` holds them all.
 - ``target_draws``: every candidate target of the dense model per image and task, and whether it was drawn
   (seeded, stratified, region-size blind: ``mtlx_core.explain.target_draw``); ``position`` = the image's place
   in the seeded image sample (D26). Pruned models explain the dense model's drawn targets.
@@ -22,18 +29,17 @@ Tables
 - ``units``: the journal of finished work units (one transaction each) that makes precompute resumable.
 
 Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; existing columns unchanged):
-- Added columns: ``explanations.settings`` (Grad-CAM settings JSON), ``irof.status`` (``ok``,
-  ``single_segment``, ``zero_saliency``, ``empty_target``, ``zero_clean_score``; the last three have NaN AOC and
-  an empty curve) and ``irof.settings`` (IROF settings JSON incl. the fast-forward options),
-  ``similarity.topk_pixels`` (k in pixels; ``topk`` is the fraction, 0.2), ``similarity.code_version`` and
+- Added columns: ``explanations.settings`` (Grad-CAM settings JSON), ``similarity.topk_pixels`` (k in pixels;
+  ``topk`` is the fraction, 0.2), ``similarity.code_version`` and
   ``units.cpu_seconds`` (process CPU time of the unit; ``seconds`` is wall time).
-- ``irof.saliency_method`` is ``gradcam``, or a baseline of that explanation (D21): ``random`` (seeded random
-  map, ``seed`` recorded) or ``reversed`` (Grad-CAM's order reversed). ``irof.settings_key`` joins
-  ``superpixels.settings_key``; ``superpixels.labels`` are uint16. ``models.model_id`` is the run id (folder in
+- ``superpixels.labels`` are uint16. ``models.model_id`` is the run id (folder in
   ``models_store``); ``checkpoint_sha256`` hashes the checkpoint's tensors (``precompute.units.state_hash``:
   torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
   ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
   float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Schema 3 (issue 17): the ``irof`` table became ``faithfulness`` (IROF is metric ``irof``: ``score`` = AOC,
+  ``score_norm`` = AOC / segments); ``task_metrics.is_primary`` marks each task's primary metric. A store of an
+  earlier schema is refused with a message to rebuild it.
 - Schema 2 (issue 16): ``explanations`` and ``irof`` carry ``layer_label`` (the registered label of the layer,
   ``mtlx_core.models.layers``) and ``layer_role``: ``primary`` (the study's layer; every baseline row) or
   ``ablation`` (the layer ablation: Grad-CAM rows only; its margin over chance uses the primary random rows).
@@ -44,7 +50,7 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -58,7 +64,7 @@ DDL: tuple[str, ...] = (
         checkpoint VARCHAR, checkpoint_sha256 VARCHAR, config JSON, seed INTEGER, code_version VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS task_metrics (
         model_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, higher_is_better BOOLEAN, split VARCHAR,
-        PRIMARY KEY (model_id, task, metric))""",
+        is_primary BOOLEAN, PRIMARY KEY (model_id, task, metric))""",
     """CREATE TABLE IF NOT EXISTS images (
         image_id VARCHAR PRIMARY KEY, dataset VARCHAR, split VARCHAR, idx INTEGER, height INTEGER,
         width INTEGER, image BLOB)""",
@@ -73,12 +79,14 @@ DDL: tuple[str, ...] = (
         n_pixels INTEGER, is_zero BOOLEAN, saliency BLOB, saliency_layer BLOB, code_version VARCHAR,
         settings JSON, layer_label VARCHAR, layer_role VARCHAR,
         PRIMARY KEY (model_id, image_id, task, target_id, layer))""",
-    """CREATE TABLE IF NOT EXISTS irof (
-        model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR,
-        saliency_method VARCHAR, fill_mode VARCHAR, layer VARCHAR, settings_key VARCHAR, n_segments INTEGER,
-        clean_score DOUBLE, curve DOUBLE[], aoc DOUBLE, aoc_norm DOUBLE, seed INTEGER, code_version VARCHAR,
-        status VARCHAR, settings JSON, layer_label VARCHAR, layer_role VARCHAR,
-        PRIMARY KEY (model_id, image_id, task, target_id, saliency_method, fill_mode, layer))""",
+    """CREATE TABLE IF NOT EXISTS faithfulness (
+        model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, explainer VARCHAR,
+        layer VARCHAR, layer_label VARCHAR, layer_role VARCHAR, metric VARCHAR, variant VARCHAR, ordering VARCHAR,
+        replicate INTEGER, seed INTEGER, settings_key VARCHAR, n_steps INTEGER, clean_score DOUBLE,
+        curve DOUBLE[], x DOUBLE[], score DOUBLE, score_norm DOUBLE, status VARCHAR, settings JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (model_id, image_id, task, target_id, explainer, layer, metric, ordering, replicate,
+                     settings_key))""",
     """CREATE TABLE IF NOT EXISTS target_draws (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, n_pixels INTEGER,
         drawn BOOLEAN, position INTEGER, rule VARCHAR, k INTEGER, seed INTEGER, code_version VARCHAR,

@@ -13,7 +13,7 @@ Public API::
     w = StoreWriter.open("models_store/study.duckdb")
     w.ensure_meta({"preset": "demo", "settings_key": "..."})   # refuses a store built with other settings
     w.done_units()                                             # {unit_id: model_id}
-    w.commit(UnitRows("explain:...", "explain", rows={"irof": [...], ...}, arm_id=..., model_id=...))
+    w.commit(UnitRows("explain:...", "explain", rows={"faithfulness": [...], ...}, arm_id=..., model_id=...))
     w.merge("shard.duckdb")                                    # add a shard's whole units (distributed runs)
     w.publish(); w.close(remove_work=True)
 """
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: tables in dependency order (units last: a journal row only ever follows its unit's rows)
 TABLES: tuple[str, ...] = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
-                           "target_draws", "explanations", "irof", "similarity", "units")
+                           "target_draws", "explanations", "faithfulness", "similarity", "units")
 #: meta keys that may change between runs without changing what the store means
 VOLATILE_META: frozenset[str] = frozenset({"created_at", "updated_at", "code_version_last", "published_at",
                                            "status", "arms_planned", "arms_complete"})
@@ -78,8 +78,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
     con.executemany(sql, [[r[c] for c in cols] for r in rows])
 
 
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+    if not _count(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"):
         return None
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else str(row[0])
@@ -246,8 +251,7 @@ def merge_store(con: duckdb.DuckDBPyConnection, shard: str | Path) -> int:
         for k in ("preset", "settings_key"):
             if k in mine and k in theirs and mine[k] != theirs[k]:
                 raise StoreConflictError(f"shard {shard} has {k} = {theirs[k]!r}, this store {mine[k]!r}")
-        new = con.execute("SELECT count(*) FROM shard.units WHERE unit_id NOT IN (SELECT unit_id FROM main.units)"
-                          ).fetchone()[0]
+        new = _count(con, "SELECT count(*) FROM shard.units WHERE unit_id NOT IN (SELECT unit_id FROM main.units)")
         con.execute("BEGIN TRANSACTION")
         try:
             for table in TABLES:  # meta: keys this store already has (created_at, ...) are kept

@@ -37,6 +37,25 @@ class ExplanationTarget:
         return int(self.mask.sum())
 
 
+#: how the depth scalar's relative error is floored (D29): ``absolute`` = max(|d0|, 1e-6) (D17, the authors');
+#: ``range`` = max(|d0|, 1 % of the clean prediction's range over the image)
+DEPTH_FLOORS: tuple[str, ...] = ("absolute", "range")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Options of the task scalars that every faithfulness metric measures (recorded with every score)."""
+
+    depth_floor: str = "absolute"
+
+    def __post_init__(self) -> None:
+        if self.depth_floor not in DEPTH_FLOORS:
+            raise ValueError(f"unknown depth floor {self.depth_floor!r}; valid floors: {', '.join(DEPTH_FLOORS)}")
+
+
+DEFAULT_SCORE_OPTIONS = ScoreOptions()
+
+
 class MetricAccumulator(ABC):
     """Pools a task's metrics over every pixel of a split (decision D22)."""
 
@@ -81,11 +100,13 @@ class Task(ABC):
         """Differentiable scalar that Grad-CAM explains, from one image's prediction ``(C, H, W)``."""
         raise NotImplementedError(f"{type(self).__name__} has no Grad-CAM objective")
 
-    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
-                    target_ids: torch.Tensor) -> torch.Tensor:
-        """IROF task scalar per row (D17): ``pred``/``clean`` ``(R, C, H, W)``, ``masks`` ``(R, H, W)`` bool,
-        ``target_ids`` ``(R,)`` long -> ``(R,)``; NaN where a mask is empty."""
-        raise NotImplementedError(f"{type(self).__name__} has no IROF scalar")
+    def perturbation_score(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                           target_ids: torch.Tensor, options: ScoreOptions = DEFAULT_SCORE_OPTIONS) -> torch.Tensor:
+        """The task scalar that every faithfulness metric tracks, per row (D17, D28): ``pred``/``clean``
+        ``(R, C, H, W)`` (perturbed and clean predictions), ``masks`` ``(R, H, W)`` bool (the target's pixel set,
+        fixed from the clean prediction, D15), ``target_ids`` ``(R,)`` long -> ``(R,)``; NaN where a mask is
+        empty. Each row depends on its own inputs only."""
+        raise NotImplementedError(f"{type(self).__name__} has no perturbation score")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, out_channels={self.out_channels})"

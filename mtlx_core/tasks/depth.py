@@ -6,13 +6,22 @@ from typing import ClassVar
 
 import torch
 
-from mtlx_core.tasks.base import ExplanationTarget, MetricAccumulator, Task, masked_mean
+from mtlx_core.tasks.base import (
+    DEFAULT_SCORE_OPTIONS,
+    ExplanationTarget,
+    MetricAccumulator,
+    ScoreOptions,
+    Task,
+    masked_mean,
+)
 
 #: explanation bins of the clean predicted depth (D13) and their valid modes
 N_DEPTH_BINS = 5
 DEPTH_BIN_MODES: tuple[str, ...] = ("equal_width", "empirical_quantile")
 #: floor of |d_0| in the relative error of the depth IROF scalar (D17)
 REL_EPS = 1e-6
+#: share of the clean prediction's range used as the floor in ``depth_floor="range"`` (D29)
+RANGE_FLOOR = 0.01
 
 
 def valid_depth(target: torch.Tensor) -> torch.Tensor:
@@ -87,10 +96,6 @@ class DepthTask(Task):
         step = 100 // N_DEPTH_BINS
         return f"bin {q} [p{q * step}, p{(q + 1) * step}{close}"
 
-    def target_catalog(self) -> list[tuple[int, str]]:
-        """Every possible ``(target_id, name)``: one per bin."""
-        return [(q, self.bin_name(q)) for q in range(N_DEPTH_BINS)]
-
     def bin_index(self, depth: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """Bin of every pixel of a clean depth map ``(H, W)`` and the six edges in depth units (D13)."""
         d = depth.detach().double()
@@ -115,9 +120,18 @@ class DepthTask(Task):
         """Sum of the predicted depth over the bin's clean pixels (D13)."""
         return (pred[0] * target.mask).sum()
 
-    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
-                    target_ids: torch.Tensor) -> torch.Tensor:
-        """``1 - mean(clip(|d - d0| / max(|d0|, 1e-6), 0, 1))`` over the bin's clean pixels (D17); 1 when clean."""
+    def perturbation_score(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                           target_ids: torch.Tensor, options: ScoreOptions = DEFAULT_SCORE_OPTIONS) -> torch.Tensor:
+        """``1 - mean(clip(|d - d0| / max(|d0|, eps), 0, 1))`` over the bin's clean pixels (D17); 1 when clean.
+
+        ``eps`` = 1e-6 (``options.depth_floor == "absolute"``, D17) or 1 % of the clean prediction's range over
+        the image (``"range"``, D29; never below 1e-6)."""
         d, d0 = pred[:, 0], clean[:, 0]
-        err = ((d - d0).abs() / d0.abs().clamp_min(REL_EPS)).clamp(0.0, 1.0)
+        if options.depth_floor == "range":
+            flat = d0.flatten(1)
+            eps = (RANGE_FLOOR * (flat.amax(1) - flat.amin(1))).clamp_min(REL_EPS).view(-1, 1, 1)
+            denom = torch.maximum(d0.abs(), eps)
+        else:
+            denom = d0.abs().clamp_min(REL_EPS)
+        err = ((d - d0).abs() / denom).clamp(0.0, 1.0)
         return 1.0 - masked_mean(err, masks)

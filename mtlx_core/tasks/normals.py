@@ -8,7 +8,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from mtlx_core.tasks.base import ExplanationTarget, MetricAccumulator, Task, masked_mean
+from mtlx_core.tasks.base import (
+    DEFAULT_SCORE_OPTIONS,
+    ExplanationTarget,
+    MetricAccumulator,
+    ScoreOptions,
+    Task,
+    masked_mean,
+)
 
 ANGLE_THRESHOLDS: tuple[float, ...] = (11.25, 22.5, 30.0)
 N_OCTANTS = 8
@@ -91,10 +98,6 @@ class NormalsTask(Task):
 
     # --- explanations -----------------------------------------------------------------------------------
 
-    def target_catalog(self) -> list[tuple[int, str]]:
-        """Every possible ``(target_id, name)``: one per octant."""
-        return [(o, octant_name(o)) for o in range(N_OCTANTS)]
-
     def explanation_targets(self, pred: torch.Tensor) -> list[ExplanationTarget]:
         """One target per non-empty octant of the clean predicted unit normal (D14, threshold 0)."""
         idx = octant_index(pred)
@@ -106,8 +109,8 @@ class NormalsTask(Task):
         s = torch.tensor(octant_signs(target.target_id), dtype=pred.dtype, device=pred.device) / math.sqrt(3.0)
         return ((pred * s.view(3, 1, 1)).sum(dim=0) * target.mask).sum()
 
-    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
-                    target_ids: torch.Tensor) -> torch.Tensor:
+    def perturbation_score(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                           target_ids: torch.Tensor, options: ScoreOptions = DEFAULT_SCORE_OPTIONS) -> torch.Tensor:
         """Mean ``(cos + 1) / 2`` between perturbed and clean normals over the octant's clean pixels (D17).
 
         The cosine is ``F.cosine_similarity``'s formula written out (its CPU kernel is ~20x slower on

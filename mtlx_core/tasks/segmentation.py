@@ -8,7 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtlx_core.tasks.base import ExplanationTarget, MetricAccumulator, Task, masked_mean
+from mtlx_core.tasks.base import (
+    DEFAULT_SCORE_OPTIONS,
+    ExplanationTarget,
+    MetricAccumulator,
+    ScoreOptions,
+    Task,
+    masked_mean,
+)
 
 
 class ConfusionMatrix(MetricAccumulator):
@@ -74,10 +81,6 @@ class SegmentationTask(Task):
 
     # --- explanations -----------------------------------------------------------------------------------
 
-    def target_catalog(self) -> list[tuple[int, str]]:
-        """Every possible ``(target_id, name)``: one per class."""
-        return list(enumerate(self.class_names))
-
     def explanation_targets(self, pred: torch.Tensor) -> list[ExplanationTarget]:
         """One target per class present in the clean argmax (D12); the pixel set is that class's pixels."""
         labels = pred.detach().argmax(dim=0)
@@ -88,8 +91,8 @@ class SegmentationTask(Task):
         """Sum of the raw class logit over the class's clean pixels (SegGrad-CAM, D12)."""
         return (pred[target.target_id] * target.mask).sum()
 
-    def irof_scores(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
-                    target_ids: torch.Tensor) -> torch.Tensor:
+    def perturbation_score(self, pred: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor,
+                           target_ids: torch.Tensor, options: ScoreOptions = DEFAULT_SCORE_OPTIONS) -> torch.Tensor:
         """Mean softmax probability of the target class over its clean pixels (D17)."""
         probs = torch.softmax(pred, dim=1)
         idx = target_ids.view(-1, 1, 1, 1).expand(-1, 1, *pred.shape[-2:])

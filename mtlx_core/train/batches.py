@@ -53,7 +53,7 @@ class SeededFrames(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: tuple[int, int]) -> Sample:  # type: ignore[override]
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, aug_seed = key
         sample = self.base[index]
         if self.augment is not None:

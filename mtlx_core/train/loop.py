@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from mtlx_core.train.config import TrainConfig, synth_cache
 from mtlx_core.train.evaluate import compare_to_baselines, evaluate, evaluate_trivial, fit_trivial_predictors
 from mtlx_core.version import code_version
 from mtlx_core.weighting import Weighting, build_weighting
+
+if TYPE_CHECKING:
+    from mtlx_core.models.base import MultiTaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,9 @@ def prepare_data(cfg: TrainConfig) -> tuple[MTLDataset, MTLDataset]:
 
         if not root.exists():
             logger.info("synthetic data missing at %s: generating it", root)
-        generate_synth(root, **cfg.synth)
+        s = cfg.synth
+        generate_synth(root, n_train=s["n_train"], n_val=s["n_val"], height=s["height"], width=s["width"],
+                       seed=s["seed"])
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist: expected the {cfg.dataset} dataset in the MTAN "
                            f"layout there (convert it with `python -m mtlx_core.data`, or pass --data)")
@@ -107,21 +112,21 @@ def init_depth_bias(model: nn.Module, train_ds: MTLDataset) -> None:
     from mtlx_core.train.evaluate import fit_trivial_predictors
 
     mean = float(fit_trivial_predictors(train_ds, max_frames=64)["depth"])
-    outs = [m for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1
-            and "depth" in name.split(".") and m.bias is not None]
+    biases = [m.bias for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1
+              and "depth" in name.split(".") and m.bias is not None]
     with torch.no_grad():
-        for conv in outs:
-            conv.bias.fill_(mean / len(outs))
-    logger.info("depth output bias initialised to the mean training depth %.3f (%d conv)", mean, len(outs))
+        for bias in biases:
+            bias.fill_(mean / len(biases))
+    logger.info("depth output bias initialised to the mean training depth %.3f (%d conv)", mean, len(biases))
 
 
-def build_for(cfg: TrainConfig, tasks: dict[str, Task]) -> nn.Module:
+def build_for(cfg: TrainConfig, tasks: dict[str, Task]) -> MultiTaskModel:
     from mtlx_core.models import build_model
 
     return build_model(cfg.arch, {n: t.out_channels for n, t in tasks.items()}, cfg.width, **cfg.arch_kwargs)
 
 
-def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, model: nn.Module | None = None,
+def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, model: MultiTaskModel | None = None,
           callbacks: Sequence[TrainCallback] = (), run_id: str | None = None,
           extra_config: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume, or return the finished run) and save ``models_dir/<run_id>/``."""

@@ -1,19 +1,15 @@
-"""The shared random baseline equals ``irof``'s random curves; the pruned models' target policy."""
+"""The precompute explainer's target policy: every target of the dense model, the drawn ones for pruned models."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from _explain_models import TinyMTL, photos, tasks_for
 
-from mtlx_core.explain.fastforward import FastForward, ForwardSettings
 from mtlx_core.explain.gradcam import explain
-from mtlx_core.explain.irof import IrofSettings, irof
 from mtlx_core.explain.superpixels import SlicSettings, compute_superpixels
 from mtlx_core.precompute.explainer import ModelExplainer
 from mtlx_core.precompute.presets import ExplainSettings
-from mtlx_core.precompute.shared_random import SharedRandom
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +21,6 @@ def setup() -> tuple:
     sps = [compute_superpixels(img, SlicSettings(n_segments=12)) for img in images]
     exps = [e for t in tasks.values() for e in explain(model, images, t)]
     return model, tasks, images, sps, exps
-
-
-@pytest.mark.parametrize("fill_mode", ["quantus", "fixed"])
-def test_shared_random_curves_equal_irof_random_curves(setup: tuple, fill_mode: str) -> None:
-    model, tasks, images, sps, exps = setup
-    fwd = ForwardSettings(trim_tasks=False, fold_bn=False, channels_last=False)
-    st = IrofSettings(fill_mode=fill_mode, baselines=("random",), seed=3, forward=fwd)
-    ref = [r for r in irof(model, images, exps, sps, tasks, st, forward=FastForward(model, fwd))
-           if r.ordering == "random"]
-    got = SharedRandom(model, tasks, st)(images, exps, sps)
-    assert len(got) == len(ref) == len(exps)
-    assert {r.task for r in got} == set(tasks)  # one forward served every task
-    for a, b in zip(got, ref, strict=True):
-        assert (a.image_index, a.task, a.target_id, a.status, a.seed) == (b.image_index, b.task, b.target_id,
-                                                                          b.status, b.seed)
-        np.testing.assert_allclose(a.curve, b.curve, rtol=0, atol=1e-5)
-        assert a.aoc == pytest.approx(b.aoc, abs=1e-4)
 
 
 def test_models_explain_every_target_or_only_the_wanted_ones(setup: tuple) -> None:

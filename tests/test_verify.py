@@ -1,0 +1,90 @@
+"""``python -m mtlx_core.verify``: a smoke store's stored scores recomputed by the reference libraries.
+
+The module builds one small smoke store (both arms, 2 images, every metric of the registry with cheaper step
+counts, no ablation layers; ~30 s on one thread) and checks that a sample of every metric's rows agrees with the
+references within 1e-4, and that a missing store or model is a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtlx_core.faithfulness.registry import METRICS, build_metrics
+from mtlx_core.precompute import get_study_preset, run_precompute
+from mtlx_core.verify import main, metric_of, verify_store
+
+pytest.importorskip("quantus", reason="quantus (the reference of IROF and its siblings) cannot be imported")
+pytest.importorskip("pytorch_grad_cam", reason="pytorch_grad_cam (ROAD's reference) cannot be imported")
+
+TOL = 1e-4
+CHEAPER = (("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),)), ("pixelflip", (("target_steps", 8),)),
+           ("faithcorr", (("nr_runs", 10),)), ("region", (("regions_evaluation", 10),)))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("verify")
+    preset = get_study_preset("smoke")
+    explain = dataclasses.replace(preset.explain, metrics=("all",), metric_options=CHEAPER, ablation_layers=())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_precompute(dataclasses.replace(preset, explain=explain), root / "study.duckdb", root / "models",
+                       images=2, data={"*": str(root / "data")}, progress=False, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return {"store": root / "study.duckdb", "models": root / "models", "root": root}
+
+
+def test_every_metric_of_the_store_agrees_with_its_reference(smoke: dict[str, Path]) -> None:
+    found = verify_store(smoke["store"], 2, 0, smoke["models"])
+    assert set(found) == set(METRICS)  # AbPC of IROF is stored as "abpc"
+    for metric, s in found.items():
+        assert s.rows >= 1, (metric, s.skipped)
+        assert s.score <= TOL, (metric, s.score)
+        assert s.curve <= TOL, (metric, s.curve)
+    skipped = {why for s in found.values() for why in s.skipped}
+    assert skipped <= {"Quantus' PixelFlipping has no reversed order, and no map gives it"}
+
+
+def test_main_prints_the_largest_differences_and_exits_0(smoke: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="mtlx_core.verify"):
+        code = main(["--store", str(smoke["store"]), "--models-dir", str(smoke["models"]), "--sample", "1",
+                     "--seed", "3"])
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("max_score_diff=")
+    diffs = dict(part.split("=") for part in last.split())
+    assert float(diffs["max_score_diff"]) <= TOL
+    assert float(diffs["max_curve_diff"]) <= TOL
+    assert int(diffs["rows"]) >= len(METRICS)
+    assert any("max |score diff|" in r.getMessage() and "road" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["--store", str(tmp_path / "none.duckdb")]) == 2
+    assert "no study store at" in caplog.text
+
+
+def test_missing_model_is_a_clear_error(smoke: dict[str, Path], tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    store = tmp_path / "copy.duckdb"
+    shutil.copy(smoke["store"], store)
+    assert main(["--store", str(store), "--models-dir", str(tmp_path / "no_models"), "--sample", "1"]) == 2
+    assert "does not exist in" in caplog.text
+
+
+@pytest.mark.parametrize("name", [n for n in METRICS if n != "abpc"])
+def test_a_metric_is_rebuilt_from_its_recorded_settings(name: str) -> None:
+    shape = (32, 48)
+    for options in ({}, {"fill": "fixed"} if name in ("irof", "deletion", "region", "pixelflip") else {}):
+        metric = build_metrics([name], {name: options} if options else None)[0]
+        recorded = metric.settings_dict(shape)
+        assert metric_of(metric.label, recorded).settings_dict(shape) == recorded
