@@ -210,6 +210,8 @@ def verify_store(store: Path, sample: int, seed: int, models_dir: Path, data: Pa
         for key in sample_keys(con, sample, seed):
             values = con.execute(f"SELECT * FROM faithfulness WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
                                  list(key)).fetchone()
+            if values is None:  # cannot happen in a read-only snapshot; keeps the types honest
+                continue
             row = dict(zip(cols, values, strict=True))
             s = out.setdefault(row["metric"], Summary())
             try:

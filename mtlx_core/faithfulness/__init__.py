@@ -11,10 +11,12 @@ Public API::
 - ``engine``: ``Engine``: every distinct perturbed image of one image forwarded once, scored for every user;
 - ``metric``: the metric contract, orderings, statuses, ``FaithResult``;
 - ``evaluate``: ``evaluate``, ``FamilySettings``;
-- one file per metric (``irof``, ``deletion``, ``insertion``, ``abpc``, ``localisation``, ...) and
-  ``registry`` (``METRICS``, ``build_metrics``);
+- one file per metric (``irof``, ``deletion``, ``insertion``, ``road``, ``region``, ``pixelflip``,
+  ``faithcorr``, ``abpc``, ``localisation``) and ``registry`` (``METRICS``, ``build_metrics``); adding a metric is
+  one file plus one registry line (``docs/metrics.md``);
 - ``aggregate``: the one definition of a score per image and its mean and interval over images;
-- ``reference``: the reference libraries' implementations (Quantus, pytorch-grad-cam, RISE's loop).
+- ``reference``: the reference libraries' implementations (Quantus, pytorch-grad-cam, RISE's loop);
+  ``crosscheck``: one stored score recomputed by its reference (``mtlx_core.verify``, the agreement tests).
 """
 
 from mtlx_core.faithfulness.engine import Engine, EngineSettings

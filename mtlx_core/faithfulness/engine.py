@@ -4,11 +4,13 @@ every (curve, target) that uses it.
 Every metric of the family describes its curves as ``CurvePlan`` objects (``plan.py``); the engine does the
 rest, the same way for all of them:
 
-- **One image at a time.** All curves of an image (every metric, ordering, target and task) are planned,
-  deduplicated and forwarded together, and nothing of another image ever shares a forward. Which rows share a
-  chunk is thus a function of the image alone, so every score of an image is bit-identical whether the image
-  was scored alone or among others (decision D18; ``tests/test_faithfulness_engine.py`` checks it on
-  near-tied predictions for both architectures).
+- **No score depends on the other images.** All curves of an image (every metric, ordering, target and task)
+  are planned and deduplicated together. A chunk mixes images only through a graph that the build verified
+  row-wise bit-identical to one-image forwards (``FastForward.bitwise``: SegNet-MTAN with batch-1 conv
+  backends); through any other graph (DeepLab's dilated convolutions) each image is forwarded in chunks of its
+  own, whose make-up is a function of the image alone. Either way every score of an image is bit-identical
+  whether the image was scored alone or among others (decision D18; ``tests/test_faithfulness_engine.py``
+  checks it on near-tied predictions for both architectures).
 - **Each distinct perturbed image once.** Curves with the same root and order prefix share images
   (``PrefixIndex``): the random orderings of an image (the same for every target and task: common random
   numbers) are forwarded once for all targets.
@@ -21,7 +23,7 @@ Public API::
 
     engine = Engine(model, tasks, EngineSettings())
     clean = engine.clean(image)                              # {task: (C, H, W)} batch-1 forward
-    values = engine.run(image, clean, plans, users, targets) # {(plan, user): np.ndarray at plan.steps}
+    values = engine.run({i: image}, {i: clean}, plans, users, targets)  # {(plan, user): values at plan.steps}
     perturbed_image(image, plan, k)                          # one perturbed image (what the app shows)
     engine.stats                                             # rows forwarded, chunks, chunk capacity
 """
@@ -123,24 +125,28 @@ class Engine:
         return float(self.tasks[task].perturbation_score(pred, pred, target.mask[None].to(pred.device), ids,
                                                          self.settings.score)[0])
 
-    def run(self, image: torch.Tensor, clean: Mapping[str, torch.Tensor], plans: Sequence[CurvePlan],
-            users: Sequence[Sequence[int]], targets: Sequence[ExplanationTarget]
+    def run(self, images: Mapping[int, torch.Tensor], clean: Mapping[int, Mapping[str, torch.Tensor]],
+            plans: Sequence[CurvePlan], users: Sequence[Sequence[int]], targets: Sequence[ExplanationTarget]
             ) -> dict[tuple[int, int], np.ndarray]:
         """Scalar of every evaluated step of every plan, for each of its users (indices into ``targets``).
 
+        ``images``/``clean``: per image index (``plan.image``), the image ``(C, H, W)`` and its clean predictions.
         Returns ``{(plan, user): values}`` with ``values[j]`` the raw task scalar after ``plan.steps[j]`` steps
-        (float64; divide by the clean score for the curve)."""
-        x0 = image.detach().to(self.device, torch.float32)
+        (float64; divide by the clean score for the curve). A chunk mixes images only through a graph whose rows
+        the build verified bit-identical to one-image forwards (``FastForward.bitwise``); otherwise every image
+        is forwarded in chunks of its own, so no score depends on the other images either way."""
+        x0 = {i: img.detach().to(self.device, torch.float32) for i, img in images.items()}
+        example = next(iter(x0.values()))[None]
         if not self.slices:
-            self._set_slices(x0[None])
+            self._set_slices(example)
         prefixes = PrefixIndex()
         first: dict[int, tuple[int, int]] = {}
         node_users: dict[int, list[tuple[int, int, int]]] = {}  # node -> (plan, step position, user)
         clean_rows: list[tuple[int, int, int]] = []
         for q, p in enumerate(plans):
-            nodes = prefixes.ids(p.root if p.root is not None else ("own", q), p.order)
+            nodes = prefixes.ids((p.image, p.root if p.root is not None else ("own", q)), p.order)
             if p.start is not None:
-                nodes[0] = prefixes.root(("start", p.start))
+                nodes[0] = prefixes.root(("start", p.image, p.start))
             for j, k in enumerate(p.steps.tolist()):
                 for u in users[q]:
                     if k == 0 and p.direction == "deletion":
@@ -149,39 +155,43 @@ class Engine:
                     node_users.setdefault(nodes[k], []).append((q, j, u))
                 first.setdefault(nodes[k], (q, k))
         out = {(q, u): np.full(len(p.steps), np.nan) for q, p in enumerate(plans) for u in users[q]}
-        if clean_rows:
-            self._score(clean_rows, {t: c[None] for t, c in clean.items()}, [0] * len(clean_rows), clean,
-                        targets, out)
+        for q, j, u in clean_rows:  # deletion's step 0 is the clean image: scored from the clean forward
+            c = clean[plans[q].image]
+            self._score([(q, j, u)], {t: v[None] for t, v in c.items()}, [0], [c], targets, out)
         groups: dict[str, list[int]] = {}
         for node, us in node_users.items():
             names = {targets[u].task for _, _, u in us}
             groups.setdefault(names.pop() if len(names) == 1 else ALL_TASKS, []).append(node)
-        np_image = x0.cpu().numpy()
-        fills: dict[object, torch.Tensor | None] = {}
+        np_images = {i: x.cpu().numpy() for i, x in x0.items()}
+        fills: dict[int, dict[object, torch.Tensor | None]] = {i: {} for i in x0}  # per image
+        hw = (int(example.shape[-2]), int(example.shape[-1]))
         for graph in sorted(groups):
-            nodes = sorted(groups[graph])
-            cap = self.cap(graph, x0[None])
-            for start in range(0, len(nodes), cap):
-                part = nodes[start:start + cap]
-                x = self._images(x0, np_image, [first[n] for n in part], plans, fills)
-                y = self.fwd(graph, x)
-                pred = ({t: y[:, s] for t, s in self.slices.items()} if graph == ALL_TASKS else {graph: y})
-                rows = [(q, j, u) for n in part for q, j, u in node_users[n]]
-                src = [i for i, n in enumerate(part) for _ in node_users[n]]
-                self._score(rows, pred, src, clean, targets, out)
-                self.stats.rows += len(part)
-                self.stats.chunks += 1
-                self.stats.capacity += cap
+            cap = self.cap(graph, example)
+            mixed = bool(self.fwd.bitwise.get((graph, *hw)))
+            by_image: dict[int, list[int]] = {}
+            for n in sorted(groups[graph]):
+                by_image.setdefault(-1 if mixed else plans[first[n][0]].image, []).append(n)
+            for nodes in by_image.values():
+                for start in range(0, len(nodes), cap):
+                    part = nodes[start:start + cap]
+                    rows_k = [first[n] for n in part]
+                    x = torch.stack([perturbed_image(x0[plans[q].image], plans[q], k, np_images[plans[q].image],
+                                                     fills[plans[q].image]) for q, k in rows_k])
+                    y = self.fwd(graph, x)
+                    pred = ({t: y[:, s] for t, s in self.slices.items()} if graph == ALL_TASKS else {graph: y})
+                    rows = [(q, j, u) for n in part for q, j, u in node_users[n]]
+                    src = [i for i, n in enumerate(part) for _ in node_users[n]]
+                    self._score(rows, pred, src, [clean[plans[q].image] for q, _, _ in rows], targets, out)
+                    self.stats.rows += len(part)
+                    self.stats.chunks += 1
+                    self.stats.capacity += cap
         return out
 
-    def _images(self, x0: torch.Tensor, np_image: np.ndarray, rows: list[tuple[int, int]],
-                plans: Sequence[CurvePlan], fills: dict[object, torch.Tensor | None]) -> torch.Tensor:
-        """The perturbed images ``(R, C, H, W)`` of ``rows`` = (plan, k)."""
-        return torch.stack([perturbed_image(x0, plans[q], k, np_image, fills) for q, k in rows])
-
     def _score(self, rows: list[tuple[int, int, int]], pred: Mapping[str, torch.Tensor], src: list[int],
-               clean: Mapping[str, torch.Tensor], targets: Sequence[ExplanationTarget],
+               clean: Sequence[Mapping[str, torch.Tensor]], targets: Sequence[ExplanationTarget],
                out: dict[tuple[int, int], np.ndarray]) -> None:
+        """Task scalars of ``rows`` (plan, step position, user): prediction ``pred[task][src[i]]`` against the
+        clean prediction ``clean[i]`` of the row's image."""
         by_task: dict[str, list[int]] = {}
         for i, (_, _, u) in enumerate(rows):
             by_task.setdefault(targets[u].task, []).append(i)
@@ -191,7 +201,7 @@ class Engine:
             us = [rows[i][2] for i in idx]
             masks = torch.stack([targets[u].mask for u in us]).to(dev)
             tids = torch.tensor([targets[u].target_id for u in us], device=dev)
-            ref = clean[name][None].expand(len(idx), *clean[name].shape)
+            ref = torch.stack([clean[i][name] for i in idx])
             vals = self.tasks[name].perturbation_score(pred[name][sel], ref, masks, tids, self.settings.score)
             for i, v in zip(idx, vals.double().cpu().tolist(), strict=True):
                 q, j, u = rows[i]

@@ -108,16 +108,53 @@ def evaluate(model: nn.Module, images: torch.Tensor, items: Sequence[SaliencyIte
     if missing:
         raise ValueError(f"no Task object given for task(s) {missing}; given: {', '.join(tasks)}")
     engine = engine or Engine(model, tasks, settings.engine)
-    results: list[FaithResult] = []
+    works = []
     for i in sorted({it.image_index for it in items}):
         mine = [r for r, it in enumerate(items) if it.image_index == i]
-        results += _image(engine, images[i], i, items, mine, metrics, settings,
-                          superpixels[i] if superpixels is not None else None)
+        works.append(_plan_image(engine, images[i], i, items, mine, metrics, settings,
+                                 superpixels[i] if superpixels is not None else None))
+    plans: list[CurvePlan] = []
+    users: list[list[int]] = []
+    offsets = []
+    for w in works:
+        offsets.append(len(plans))
+        plans += w.plans
+        users += w.users
+    targets = [it.target for it in items]
+    values = (engine.run({w.i: w.image for w in works}, {w.i: w.clean for w in works}, plans, users, targets)
+              if plans else {})
+    recorded = dataclasses.replace(settings, engine=engine.settings)
+    results: list[FaithResult] = []
+    for w, off in zip(works, offsets, strict=True):
+        out = [_curve_result(s, items, w.clean_score, values, _settings(s.metric, recorded, w.shape, w.sp), off)
+               for s in w.slots]
+        out += _map_results(items, w.mine, w.reps, w.base, w.sal, metrics, settings, w.clean_score, w.shape)
+        out += _derived(out, metrics, w.shape)
+        results += out
     return results
 
 
-def _image(engine: Engine, image: torch.Tensor, i: int, items: Sequence[SaliencyItem], mine: list[int],
-           metrics: Sequence[Metric], settings: FamilySettings, sp: Superpixels | None) -> list[FaithResult]:
+@dataclass
+class _ImageWork:
+    """The planned curves of one image and what summarising them needs."""
+
+    i: int
+    image: torch.Tensor
+    clean: dict[str, torch.Tensor]
+    sp: Superpixels | None
+    shape: tuple[int, int]
+    mine: list[int]
+    sal: dict[int, np.ndarray]
+    clean_score: dict[int, float]
+    base: dict[int, str]
+    reps: dict[tuple[str, int], int]
+    slots: list[_Slot]
+    plans: list[CurvePlan]
+    users: list[list[int]]
+
+
+def _plan_image(engine: Engine, image: torch.Tensor, i: int, items: Sequence[SaliencyItem], mine: list[int],
+                metrics: Sequence[Metric], settings: FamilySettings, sp: Superpixels | None) -> _ImageWork:
     names = sorted({items[r].target.task for r in mine})
     clean = engine.clean(image, names)
     ctx = ImageContext(i, image.detach().cpu().numpy().astype(np.float32), sp)
@@ -162,13 +199,7 @@ def _image(engine: Engine, image: torch.Tensor, i: int, items: Sequence[Saliency
                 for r in reps.values():
                     st = base[r] if base[r] != "ok" else ("single_segment" if single else "ok")
                     slots.append(_Slot(r, m, "random", j, st, plan if st == "ok" else None, len(plans) - 1))
-    targets = [it.target for it in items]
-    values = engine.run(image, clean, plans, users, targets) if plans else {}
-    recorded = dataclasses.replace(settings, engine=engine.settings)
-    out = [_curve_result(s, items, clean_score, values, _settings(s.metric, recorded, shape, sp)) for s in slots]
-    out += _map_results(items, mine, reps, base, sal, metrics, settings, clean_score, shape)
-    out += _derived(out, metrics, shape)
-    return out
+    return _ImageWork(i, image, clean, sp, shape, mine, sal, clean_score, base, reps, slots, plans, users)
 
 
 def own_orderings(m: Metric, settings: FamilySettings) -> tuple[tuple[str, ...], int]:
@@ -189,14 +220,15 @@ def _settings(m: Metric, settings: FamilySettings, shape: tuple[int, int], sp: S
 
 
 def _curve_result(s: _Slot, items: Sequence[SaliencyItem], clean_score: dict[int, float],
-                  values: dict[tuple[int, int], np.ndarray], recorded: dict[str, object]) -> FaithResult:
+                  values: dict[tuple[int, int], np.ndarray], recorded: dict[str, object], offset: int
+                  ) -> FaithResult:
     it = items[s.r]
     curve, x = np.zeros(0), np.zeros(0)
     score = norm = None
     n_steps = 0
     status = s.status
     if s.plan is not None:
-        curve = values[(s.plan_index, s.r)] / clean_score[s.r]
+        curve = values[(s.plan_index + offset, s.r)] / clean_score[s.r]
         x = share_perturbed(s.plan)
         score, norm = s.metric.summarise(curve, s.plan)
         n_steps = s.plan.n_steps

@@ -8,7 +8,8 @@ code from tleemann/road_evaluation) fills every removed pixel ``i`` by solving, 
 with the 8-neighbourhood weights ``1/6`` (4-neighbours) and ``1/12`` (diagonals), ``s_i`` = 1 minus the weights
 of the neighbours that fall outside the image (subtracted one by one in the table's order), then adds
 ``noise * N(0, 1)``. The system is built here with vectorised NumPy instead of a ``lil_matrix`` loop; it is the
-same canonical CSC matrix, solved with the same ``scipy.sparse.linalg.spsolve``.
+same canonical CSC matrix, solved by SciPy's SuperLU in symmetric mode (the libraries' ``spsolve`` gives the
+same solution up to ~1e-14 and float32 results that agree in practice; ``_solve``).
 
 Noise conventions (what must be replayed to reproduce a library's image):
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.sparse import csc_matrix
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu, spsolve
 
 NEIGHBOUR_WEIGHTS: tuple[tuple[tuple[int, int], float], ...] = (
     ((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
@@ -76,8 +77,22 @@ def linear_impute_solution(image: np.ndarray, removed: np.ndarray) -> tuple[np.n
     a, b, idx = imputation_system(image, removed)
     if len(idx) == 0:
         return np.zeros((0, image.shape[0])), idx
-    res = np.asarray(spsolve(a, b), dtype=np.float64)  # SciPy's memory layout kept (see module docstring)
+    res = _solve(a, b)
     return (res if res.ndim == 2 else res.reshape(len(idx), image.shape[0])), idx
+
+
+def _solve(a: csc_matrix, b: np.ndarray) -> np.ndarray:
+    """``spsolve(a, b)`` as a Fortran-ordered float64 array (the layout ``spsolve`` returns, which the noise
+    draw depends on: module docstring). ``-a`` is symmetric and diagonally dominant (positive definite when
+    every removed region touches a kept pixel), so SuperLU's symmetric mode (minimum degree on A + A^T, no
+    pivoting) factorises it about twice as fast as ``spsolve``'s default with the same solution up to ~1e-14;
+    a system SuperLU finds singular (every pixel removed) falls back to ``spsolve``, as the libraries solve it."""
+    try:
+        lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        res = lu.solve(np.asarray(b, dtype=np.float64))
+    except RuntimeError:  # exactly singular
+        res = spsolve(a, b)
+    return np.asfortranarray(np.asarray(res, dtype=np.float64))
 
 
 def gradcam_noise(k: int, channels: int, generator: torch.Generator | None = None,
