@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _explain_models import photos, real_images  # noqa: E402
+from irof_speed import calibrate_bn  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from mtlx_core.data.layout import get_dataset_spec  # noqa: E402
 from mtlx_core.explain.fastforward import ALL_TASKS, FastForward, ForwardSettings  # noqa: E402
@@ -48,15 +49,6 @@ from mtlx_core.train.config import get_preset  # noqa: E402
 LINE = ("irof", "deletion", "insertion", "road", "region", "faithcorr")
 
 
-def calibrate_bn(model: nn.Module, images: torch.Tensor) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(images)
-    model.eval()
 
 
 def load_model(args: argparse.Namespace, images: torch.Tensor) -> tuple[nn.Module, dict[str, Task], str]:

@@ -1,5 +1,5 @@
 """Score saliency maps with any set of faithfulness metrics: ``evaluate`` plans every curve of every image, runs
-the engine one image at a time and summarises (decisions D16-D21, D24, D28).
+the engine (no score depends on the other images) and summarises (decisions D16-D21, D24, D28).
 
 Public API::
 
