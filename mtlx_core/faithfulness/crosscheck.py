@@ -22,6 +22,7 @@ Public API::
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -205,6 +206,8 @@ def _road(metric: Road, f: R.ScalarFn, x: np.ndarray, a: np.ndarray, lerf: bool)
     if s.convention == "gradcam":
         if s.noise != 0.01:
             return Check(note="pytorch-grad-cam's imputer has a fixed noise of 0.01")
+        if importlib.util.find_spec("pytorch_grad_cam") is None:
+            return Check(note="pytorch-grad-cam is not installed (pip install grad-cam, or the dev extra)")
         res = R.gradcam_road_ref(f, x, a, "lerf" if lerf else "morf", tuple(metric.percentiles()), s.seed)
         return Check(res.curve[steps], float(res.score))  # float32 mean of float32(f_p) - float32(f_0)
     if lerf:
