@@ -1,4 +1,5 @@
-"""Models: every model of the store with its provenance, size and validation metrics."""
+"""Models: every model of the store with its provenance, size and validation metrics, and what each pruning
+removed per module kind."""
 
 from __future__ import annotations
 
@@ -36,6 +37,39 @@ config = {"target_sparsity": st.column_config.NumberColumn("target sparsity", fo
 st.dataframe(table[front + metric_cols + rest], hide_index=True, column_config=config, key="md_table")
 st.caption(f"{len(table)} models. Metrics are pixel-pooled over the validation split (D22): segmentation mIoU and "
            "pixel accuracy (higher is better), depth absolute / relative error and normal angles (lower is better).")
+
+st.subheader("What each pruning removed, per module kind")
+removed = q(store, "pruning_by_module")
+summary = q(store, "pruning_summary")
+if arm != "all":
+    removed = removed[removed["arm"].fillna("(no arm)") == arm]
+    summary = summary[summary["arm"].fillna("(no arm)") == arm]
+if removed.empty:
+    st.info("No pruned model records what it removed per module kind.")
+else:
+    removed = removed.assign(model=removed["method"] + removed["variant"].map(lambda v: f" ({v})" if v else "")
+                             + " " + (removed["target_sparsity"] * 100).map(lambda s: f"{s:g} %"))
+    wide = removed.pivot_table(index=["model_id", "arm", "model", "unit"], columns="module", values="removed",
+                               aggfunc="first", sort=False).reset_index()
+    kinds = [k for k in dict.fromkeys(removed["module"]) if k in wide.columns]
+    st.dataframe(wide[["model", "arm", "unit", *kinds, "model_id"]], hide_index=True, key="md_removed",
+                 column_config={k: st.column_config.NumberColumn(k, format="percent") for k in kinds})
+    st.caption("Share removed per module kind: output channels of the convolutions that write each kind's "
+               "features (structured methods: Network Slimming, HRank, L1-norm filters; attention masks, which "
+               "only multiply a feature, are not counted) or weights zeroed (unstructured DiSparse).")
+    cols = {"macs_ratio": st.column_config.NumberColumn("dense / pruned MACs", format="%.2f x"),
+            "params_ratio": st.column_config.NumberColumn("dense / pruned params", format="%.2f x"),
+            "channels_removed": st.column_config.NumberColumn("prunable channels removed", format="percent"),
+            "small_gamma_kept": st.column_config.NumberColumn(
+                "kept with |γ| < 1e-3", help="kept channels whose BN scale factor is below 1e-3 (nearly dead)"),
+            "netslim_mode": st.column_config.TextColumn(
+                "Network Slimming mode", help="D23: decoupled (as published), authors (the study's), sgd"),
+            "finetune_bn_l1": st.column_config.NumberColumn("fine-tune BN L1", format="%g")}
+    st.dataframe(summary[["model_id", "arm", "method", "netslim_mode", "target_sparsity", "channels_removed",
+                          "params_before", "params_after", "params_ratio", "macs_before", "macs_after", "macs_ratio",
+                          "small_gamma_kept", "finetune_bn_l1"]], hide_index=True, key="md_pruning",
+                 column_config={**cols, "target_sparsity": st.column_config.NumberColumn("target", format="percent")})
+
 trivial = metrics[metrics["model_id"].str.startswith("trivial:")]
 if not trivial.empty:
     st.markdown("**Trivial predictors** (majority class, mean depth, best constant normal)")

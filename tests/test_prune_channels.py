@@ -10,9 +10,17 @@ import torch
 from torch import nn
 
 from mtlx_core.models import build_model
-from mtlx_core.prune.channels import ChannelPlan, prune_channels, removed_share, zero_channels
+from mtlx_core.prune.channels import (
+    ChannelGroup,
+    ChannelPlan,
+    Producer,
+    prune_channels,
+    removed_share,
+    zero_channels,
+)
 from mtlx_core.prune.groups import channel_plan
-from mtlx_core.prune.hrank import feature_map_ranks, hrank_keep, hrank_round
+from mtlx_core.prune.hrank import feature_map_ranks, hrank_keep, hrank_round, tie_shares
+from mtlx_core.prune.l1filter import l1_filter_keep
 from mtlx_core.prune.netslim import netslim_keep
 
 MTAN3 = ("segnet_mtan", {"segmentation": 7, "depth": 1, "normals": 3}, {})
@@ -60,7 +68,8 @@ def hrank_selection(model: nn.Module, plan: ChannelPlan) -> dict[str, torch.Tens
 
 
 SELECTIONS: dict[str, Callable[[nn.Module, ChannelPlan], dict[str, torch.Tensor]]] = {
-    "random": lambda _m, plan: random_keep(plan), "netslim": netslim_selection, "hrank": hrank_selection}
+    "random": lambda _m, plan: random_keep(plan), "netslim": netslim_selection, "hrank": hrank_selection,
+    "l1_filter": lambda m, plan: l1_filter_keep(m, plan, 0.7)}
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
@@ -175,3 +184,23 @@ def test_hrank_removes_exactly_the_lowest_rank_filters():
 def test_hrank_rejects_sparsity_outside_the_round_grid(bad: float):
     with pytest.raises(ValueError, match=re.escape("one of the round results 0.5, 0.75, 0.875, 0.9375")):
         hrank_round(bad)
+
+
+def one_group(size: int) -> ChannelPlan:
+    return ChannelPlan({"g": ChannelGroup("g", size, [Producer("conv")])}, {})
+
+
+def test_hrank_ties_are_broken_by_mean_activation():
+    plan = one_group(4)
+    ranks = {"g": torch.tensor([2.0, 2.0, 2.0, 5.0])}
+    acts = {"g": torch.tensor([0.3, 0.1, 0.2, 0.0])}
+    assert hrank_keep(plan, ranks, acts)["g"].tolist() == [0, 3]  # channels 1 and 2 have the lowest activations
+    assert hrank_keep(plan, ranks)["g"].tolist() == [2, 3]  # without activations: by index
+
+
+def test_hrank_tie_shares_count_shared_ranks_and_the_tied_block_at_the_cut():
+    plan = one_group(4)
+    tied, decided = tie_shares(plan, {"g": torch.tensor([2.0, 2.0, 2.0, 5.0])})
+    assert (tied, decided) == (0.75, 0.75)
+    tied, decided = tie_shares(plan, {"g": torch.tensor([1.0, 1.0, 3.0, 4.0])})
+    assert (tied, decided) == (0.5, 0.0)  # the tie sits below the cut: both go either way

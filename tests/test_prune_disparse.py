@@ -106,7 +106,7 @@ def test_pruned_weights_stay_zero_under_adam_with_momentum_and_weight_decay():
             callback.after_backward(model, it)
         opt.step()
         if callback:
-            callback.after_step(model, it)
+            callback.after_step(model, it, 1e-2)
 
     for i in range(2):  # dense steps first: Adam's moments are non-zero everywhere
         step(None, batches[i], i)
@@ -128,7 +128,7 @@ class KillAfter:
     def after_backward(self, model: nn.Module, iteration: int) -> None:
         pass
 
-    def after_step(self, model: nn.Module, iteration: int) -> None:
+    def after_step(self, model: nn.Module, iteration: int, lr: float) -> None:
         if iteration == self.iteration:
             raise KeyboardInterrupt("killed")
 

@@ -13,6 +13,7 @@ import torch
 from mtlx_core.models.surgery import count_params
 from mtlx_core.prune import __main__ as prune_cli
 from mtlx_core.prune import pipeline, prune_run
+from mtlx_core.prune.record import PruningRecord
 from mtlx_core.runs import RunError, load_run
 from mtlx_core.train import resolve_config, train
 
@@ -43,7 +44,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 
 
 @pytest.mark.parametrize(("preset", "method"), [("demo_segnet_mtan_famo", "netslim"), ("demo_deeplab", "hrank"),
-                                                ("demo_deeplab", "netslim")])
+                                                ("demo_deeplab", "netslim"), ("demo_segnet_mtan", "l1_filter")])
 def test_structured_run_reloads_at_the_smaller_size_with_weights_only(store, preset: str, method: str):
     models, parents = store
     result = prune_run(parents[preset], method, 0.5, finetune_iterations=2, models_dir=models)
@@ -90,7 +91,8 @@ def test_hrank_75_is_round_two_on_the_reused_50_run(store):
     second = prune_run(parents["demo_segnet_mtan"], "hrank", 0.75, finetune_iterations=2, models_dir=models)
     config = json.loads((second.path / "config.json").read_text())
     assert config["parent_id"] == first.run_id
-    assert config["pruning"]["round"] == 2
+    assert config["pruning"]["details"]["round"] == 2
+    assert config["pruning"]["details"]["rank_images"] == 4  # every training image (fewer than the preset's 256)
     assert config["pruning"]["root_parent_id"] == parents["demo_segnet_mtan"]
     assert (first.path / "model.pt").stat().st_mtime_ns == stamp  # reused, not retrained
     assert config["pruning"]["channels_removed"] == pytest.approx(0.75, abs=0.08)  # odd sizes round down
@@ -103,7 +105,7 @@ class KillAfter:
     def after_backward(self, model, iteration):
         pass
 
-    def after_step(self, model, iteration):
+    def after_step(self, model, iteration, lr):
         if iteration == 2:
             raise KeyboardInterrupt("killed")
 
@@ -151,9 +153,12 @@ def test_cli_prints_the_run_id_last(store, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["--method", "netslim", "--sparsity", "0"], "sparsity must be a fraction in (0, 1)"),
     (["--method", "netslim", "--sparsity", "1.5"], "sparsity must be a fraction in (0, 1)"),
-    (["--method", "obd", "--sparsity", "0.5"], "valid methods: disparse, netslim, hrank"),
+    (["--method", "obd", "--sparsity", "0.5"], "valid methods: disparse, netslim, hrank, l1_filter"),
     (["--method", "hrank", "--sparsity", "0.6"], "one of the round results 0.5, 0.75, 0.875, 0.9375"),
-    (["--method", "netslim", "--sparsity", "0.5", "--variant", "static"], "has no variant 'static'"),
+    (["--method", "netslim", "--sparsity", "0.5", "--variant", "static"],
+     "has no variant 'static'; valid variants: decoupled, authors, sgd"),
+    (["--method", "hrank", "--sparsity", "0.5", "--netslim-mode", "authors"], "an option of --method netslim"),
+    (["--method", "netslim", "--sparsity", "0.5", "--netslim-mode", "sgd", "--variant", "authors"], "disagree"),
     (["--method", "disparse", "--sparsity", "0.5", "--variant", "dynamic"], "valid variants: static, magnitude"),
     (["--method", "hrank", "--sparsity", "0.5", "--preset", "demo_deeplab_disparse"], "prunes demo_deeplab runs"),
 ])
@@ -162,6 +167,48 @@ def test_cli_rejects_bad_requests_with_exit_code_2(store, caplog, args: list[str
     argv = ["--from", parents["demo_segnet_mtan"], *args, "--models-dir", str(models)]
     assert prune_cli.main(argv) == 2
     assert message in caplog.text
+
+
+def test_netslim_mode_must_be_the_parents_sparsity_training_mode(store, caplog):
+    models, parents = store  # the demo FAMO parent is sparsity-trained in the decoupled mode
+    argv = ["--from", parents["demo_segnet_mtan_famo"], "--method", "netslim", "--netslim-mode", "authors",
+            "--sparsity", "0.5", "--models-dir", str(models)]
+    assert prune_cli.main(argv) == 2
+    assert "sparsity-trained in Network Slimming mode 'decoupled'; mode 'authors' prunes a parent" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "authors", "sgd"])
+def test_cli_trains_a_parent_in_each_netslim_mode_and_prunes_it_in_that_mode(store, capsys, mode: str):
+    from mtlx_core.train import __main__ as train_cli
+
+    models, _ = store
+    assert train_cli.main(["--preset", "demo_segnet_mtan_famo", "--data", str(models.parent / "data"),
+                           "--iterations", "2", "--batch-size", "2", "--width", "0.0625", "--device", "cpu",
+                           "--netslim-mode", mode, "--models-dir", str(models), "--no-progress"]) == 0
+    parent = capsys.readouterr().out.strip().splitlines()[-1]
+    train_cfg = json.loads((models / parent / "config.json").read_text())["train"]
+    assert (train_cfg["bn_l1_mode"], train_cfg["optimizer"]) == (mode, "sgd" if mode == "sgd" else "adam")
+    assert prune_cli.main(["--from", parent, "--method", "netslim", "--netslim-mode", mode, "--sparsity", "0.5",
+                           "--finetune-iters", "1", "--models-dir", str(models), "--no-progress"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    record = PruningRecord.from_dict(json.loads((models / run_id / "config.json").read_text())["pruning"])
+    assert record.netslim_mode == mode
+    assert (record.finetune.bn_l1 > 0) == (mode == "authors")  # L1 while fine-tuning: only the authors'
+    assert record.finetune.optimizer == "adam"
+
+
+def test_netslim_record_has_its_mode_module_shares_and_small_gammas(store):
+    models, parents = store
+    result = prune_run(parents["demo_segnet_mtan_famo"], "netslim", 0.5, finetune_iterations=2, models_dir=models)
+    record = PruningRecord.from_dict(json.loads((result.path / "config.json").read_text())["pruning"])
+    assert (record.variant, record.netslim_mode) == ("decoupled", "decoupled")
+    assert record.finetune.bn_l1 == 0.0  # no L1 while fine-tuning in the published modes
+    assert [m.kind for m in record.removed_by_kind] == ["trunk_encoder", "trunk_decoder", "shared_attention",
+                                                       "attention_hidden", "heads"]
+    shares = record.removed_share()
+    assert shares["heads"] == 0.0  # SegNet-MTAN's heads are not prunable
+    assert record.small_gamma_kept is not None
+    assert record.small_gamma_kept >= 0
 
 
 def test_cli_missing_parent_lists_the_available_runs(store, caplog):
@@ -189,7 +236,7 @@ class RecordInit:
         if iteration == 0:  # parameters only: the forward pass already moved the BN running statistics
             self.state = {k: v.detach().clone() for k, v in model.named_parameters()}
 
-    def after_step(self, model, iteration):
+    def after_step(self, model, iteration, lr):
         pass
 
     def state_dict(self):

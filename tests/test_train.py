@@ -39,7 +39,7 @@ class KillAfter:
     def after_backward(self, model, iteration):
         pass
 
-    def after_step(self, model, iteration):
+    def after_step(self, model, iteration, lr):
         if iteration == self.iteration:
             raise KeyboardInterrupt("killed")
 

@@ -36,6 +36,7 @@ from mtlx_core.explain.superpixels import SlicSettings, compute_superpixels
 from mtlx_core.explain.target_draw import sample_images
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings
+from mtlx_core.prune.record import PruningRecord
 from mtlx_core.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -113,17 +114,18 @@ def model_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, Tas
     """``models`` and ``task_metrics`` rows of a finished run folder."""
     path = run_dir(run_id, models_dir)
     config, metrics = read_json(path / CONFIG_FILE), read_json(path / METRICS_FILE)
-    pruning = config.get("pruning") or {}
-    if pruning:
-        params, macs = int(pruning["params_after"]), int(pruning["macs_after"])
-        achieved, channels = float(pruning["achieved_sparsity"]), pruning.get("channels_removed")
+    pruning = PruningRecord.from_dict(config["pruning"]) if config.get("pruning") else None
+    if pruning is not None:  # the typed record, stored back in its canonical form (models.config)
+        config = {**config, "pruning": pruning.to_dict()}
+        params, macs = pruning.params_after, pruning.macs_after
+        achieved, channels = pruning.achieved_sparsity, pruning.channels_removed
     else:
         model = load_run(run_id, models_dir).model
         params, macs, achieved, channels = count_params(model), count_macs(model, input_shape), 0.0, 0.0
     train = config["train"]
     row = {"model_id": run_id, "arm_id": arm.arm_id, "run_id": run_id, "arch": config["architecture"]["arch"],
            "dataset": config["dataset"], "tasks": list(config["tasks"]), "weighting": train["weighting"],
-           "pruning_method": pruning.get("method"), "target_sparsity": float(target_sparsity),
+           "pruning_method": pruning.method if pruning else None, "target_sparsity": float(target_sparsity),
            "achieved_sparsity": achieved, "channel_sparsity": None if channels is None else float(channels),
            "params": params, "macs": macs, "parent_id": config.get("parent_id"),
            "checkpoint": str(path / MODEL_FILE), "checkpoint_sha256": state_hash(safe_torch_load(path / MODEL_FILE)),

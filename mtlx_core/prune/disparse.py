@@ -23,6 +23,7 @@ import torch
 
 from mtlx_core.models.base import SHARED, MultiTaskModel
 from mtlx_core.prune.masks import prunable_weights
+from mtlx_core.prune.method import PruningMethod, Selection, SelectionContext
 from mtlx_core.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 Scores = dict[str, dict[str, torch.Tensor]]  # task -> weight name -> score (weight's shape)
 #: the measured sparsity must be this close to the target (0.5 percentage points)
 TOLERANCE = 0.005
+DISPARSE_GRID = (0.5, 0.7, 0.8, 0.9)
 
 
 def task_weights(model: MultiTaskModel, task: str) -> list[str]:
@@ -138,3 +140,40 @@ def calibrated_masks(model: MultiTaskModel, scores: Scores, target: float,
     logger.info("DiSparse keep ratio %.5f gives sparsity %.4f (target %.4f, %d bisection steps)",
                 keep, sparsity, target, steps)
     return topk.masks(keep), Calibration(keep, sparsity, steps)
+
+
+class DiSparse(PruningMethod):
+    """DiSparse as a registered method: ``static`` (SNIP-like scores on the dense run's own initialisation,
+    re-created from its seed, then trained with the dense recipe) or ``magnitude`` (the trained weights)."""
+
+    name = "disparse"
+    structured = False
+    variants = ("static", "magnitude")
+    grid = DISPARSE_GRID
+
+    def needs_parent_weights(self, variant: str | None) -> bool:
+        return variant != "static"
+
+    def select(self, ctx: SelectionContext) -> Selection:
+        from mtlx_core.tasks import build_tasks
+        from mtlx_core.train.batches import training_batches
+        from mtlx_core.train.loop import build_for, init_depth_bias
+
+        cfg = ctx.finetune
+        if ctx.variant == "static":  # the dense run's own initialisation, re-created from its seed
+            tasks = build_tasks(ctx.train_ds.spec, cfg.tasks)
+            torch.manual_seed(cfg.seed)  # exactly as train() builds it
+            model = build_for(cfg, tasks)
+            if cfg.depth_bias_init and "depth" in tasks:
+                init_depth_bias(model, ctx.train_ds)
+            torch.manual_seed(cfg.seed)  # dropout during scoring
+            batches = training_batches(ctx.train_ds, cfg.batch_size, cfg.seed, 0, ctx.preset.score_batches,
+                                       getattr(ctx.train_ds, "seeded_augment", None))
+            scores = snip_scores(model, batches, tasks, ctx.device)
+        else:
+            assert ctx.model is not None
+            model = ctx.model
+            scores = magnitude_scores(model)
+        masks, cal = calibrated_masks(model, scores, ctx.sparsity)
+        return Selection(masks=masks, model=model, details={"keep_ratio": cal.keep_ratio,
+                                                            "score_batches": ctx.preset.score_batches})

@@ -68,7 +68,7 @@ class MaskCallback:
                 p.grad.mul_(m)
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module, iteration: int) -> None:
+    def after_step(self, model: nn.Module, iteration: int, lr: float) -> None:
         for p, m in self._pairs(model):
             p.mul_(m)
 

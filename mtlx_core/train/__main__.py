@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--netslim-mode", help="sparsity-train for Network Slimming in this mode (D23): decoupled, "
+                   "authors or sgd (sets bn_l1, bn_l1_mode, bn_l1_scope and the optimizer)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, lr=args.lr, width=args.width, device=args.device,
                              seed=args.seed, tasks=args.tasks, num_workers=args.num_workers,
                              eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
+        if args.netslim_mode is not None:
+            from mtlx_core.prune.netslim import netslim_training
+
+            cfg = dataclasses.replace(cfg, **netslim_training(cfg, args.netslim_mode))
         from mtlx_core.train.loop import train
 
         result = train(cfg, args.models_dir, progress=not args.no_progress)

@@ -10,6 +10,14 @@ from typing import Any
 
 from mtlx_core.data.synth import GENERATOR_VERSION
 
+#: Network Slimming sparsity-training modes (D23; ``mtlx_core.prune.netslim``)
+BN_L1_MODES: tuple[str, ...] = ("authors", "decoupled", "sgd")
+BN_L1_SCOPES: tuple[str, ...] = ("all", "prunable")
+#: optimizers of the training loop (``mtlx_core.train.loop.OPTIMIZERS`` builds them)
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: fields added after runs were stored, with their defaults (left out of the fingerprint at the default)
+LATE_FIELDS: dict[str, Any] = {"bn_l1_mode": "authors", "bn_l1_scope": "all", "optimizer": "adam"}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -38,8 +46,25 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: float | None = None
     depth_bias_init: bool = False  # start the depth output at the training split's mean depth (demo presets)
-    bn_l1: float = 0.0  # Network Slimming sparsity training: s * sign(gamma) added to every BN weight's gradient
+    #: Network Slimming sparsity training (D23), applied by the pruning registry's training callbacks
+    #: (``mtlx_core.prune.registry.config_callbacks``), never by the loop itself: ``bn_l1`` = s (``authors``,
+    #: ``sgd``: sub-gradient s * sign(gamma) added to the gradient) or s' (``decoupled``: proximal step
+    #: gamma <- sign(gamma) * max(|gamma| - lr * s', 0) after the optimizer step); 0 = none
+    bn_l1: float = 0.0
+    bn_l1_mode: str = "authors"  # one of BN_L1_MODES
+    bn_l1_scope: str = "all"  # one of BN_L1_SCOPES: every BN, or only those rating prunable channels
+    optimizer: str = "adam"  # one of OPTIMIZERS: Adam, or SGD with momentum 0.9 (Network Slimming's ``sgd`` mode)
     synth: dict[str, int] | None = None  # demo presets: how to generate the data when missing
+
+    def __post_init__(self) -> None:
+        for name, valid in (("bn_l1_mode", BN_L1_MODES), ("bn_l1_scope", BN_L1_SCOPES), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r} in training config {self.preset!r}; "
+                                 f"valid values: {', '.join(valid)}")
+        if self.bn_l1 < 0:
+            raise ValueError(f"bn_l1 must be >= 0, got {self.bn_l1}")
+        if self.bn_l1 > 0 and self.bn_l1_mode == "sgd" and self.optimizer != "sgd":
+            raise ValueError(f"bn_l1_mode 'sgd' trains with optimizer 'sgd' (D23), got {self.optimizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -55,10 +80,17 @@ class TrainConfig:
         return cls(**{**d, "tasks": tuple(d["tasks"])})
 
     def fingerprint(self) -> str:
-        """Hash of what changes the trained weights (device, eval and checkpoint cadence excluded)."""
+        """Hash of what changes the trained weights (device, eval and checkpoint cadence excluded).
+
+        Fields added after runs were first stored (``LATE_FIELDS``) are hashed only when they differ from their
+        default, so the run ids of configurations that do not use them stay what they were.
+        """
         d = self.to_dict()
         for k in ("device", "eval_every", "checkpoint_every", "num_workers"):
             d.pop(k)
+        for k, default in LATE_FIELDS.items():
+            if d[k] == default:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_id(self) -> str:
@@ -88,7 +120,7 @@ PRESETS: dict[str, TrainConfig] = {
         preset="cityscapes_segnet_mtan_famo", dataset="cityscapes", data_root="data/cityscapes",
         tasks=("segmentation", "depth"), arch="segnet_mtan", weighting="famo",
         weighting_kwargs={"gamma": 0.01, "w_lr": 0.025}, lr=1e-4, batch_size=8, iterations=36_400, augment=True,
-        bn_l1=1e-4,
+        bn_l1=1e-4,  # the authors' Network Slimming mode (D23); the arms set each mode with netslim_training
         eval_every=3640, checkpoint_every=500, num_workers=4),
     "nyuv2_segnet_mtan": TrainConfig(
         preset="nyuv2_segnet_mtan", dataset="nyuv2", data_root="data/nyuv2",
@@ -109,11 +141,13 @@ PRESETS: dict[str, TrainConfig] = {
     # iterations, steps at 100/200/300, ~100 s), 3e-3 with three tasks (330, steps at 110/220, ~100 s; 4e-3 was
     # worse there). Both leave ~15 % of the 2-minute budget on 2 idle cores (~0.31 s/step with FAMO's re-forward
     # or a third task); docs/demo_tuning.md, rounds 4 and 5.
+    # Network Slimming's parent, sparsity-trained as published (D23): decoupled L1 on the prunable BNs with
+    # s' = 1.0 / (sum of the learning rates), the budget calibrated in docs/pruning.md
     "demo_segnet_mtan_famo": TrainConfig(
         preset="demo_segnet_mtan_famo", dataset="synth", data_root=DEMO_DATA, tasks=("segmentation", "depth"),
         arch="segnet_mtan", width=0.125, weighting="famo", weighting_kwargs={"gamma": 0.01, "w_lr": 0.025},
-        bn_l1=1e-4, lr=4e-3, lr_step=100, lr_gamma=0.35, batch_size=8, iterations=320, augment=False,
-        depth_bias_init=True, checkpoint_every=50, synth=DEMO_SYNTH),
+        bn_l1=1.688, bn_l1_mode="decoupled", bn_l1_scope="prunable", lr=4e-3, lr_step=100, lr_gamma=0.35,
+        batch_size=8, iterations=320, augment=False, depth_bias_init=True, checkpoint_every=50, synth=DEMO_SYNTH),
     "demo_segnet_mtan": TrainConfig(
         preset="demo_segnet_mtan", dataset="synth", data_root=DEMO_DATA,
         tasks=("segmentation", "depth", "normals"), arch="segnet_mtan", width=0.125, lr=3e-3, lr_step=110,

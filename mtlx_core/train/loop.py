@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,10 +43,11 @@ logger = logging.getLogger(__name__)
 
 
 class TrainCallback(Protocol):
-    """Hooks used by pruning: BN L1 penalties after backward, re-applying masks after each step."""
+    """Training hooks: regularisers (Network Slimming's BN L1, built from the config by the pruning registry)
+    and pruning masks. ``after_step`` gets the learning rate the optimizer step just used."""
 
     def after_backward(self, model: nn.Module, iteration: int) -> None: ...
-    def after_step(self, model: nn.Module, iteration: int) -> None: ...
+    def after_step(self, model: nn.Module, iteration: int, lr: float) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -98,11 +99,26 @@ def prepare_data(cfg: TrainConfig) -> tuple[MTLDataset, MTLDataset]:
     return train, val
 
 
-def add_bn_l1(model: nn.Module, s: float) -> None:
-    """Sub-gradient of ``s * sum|gamma|`` over every BatchNorm scale (Network Slimming, D8)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
-            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=s)
+#: optimizer name (``TrainConfig.optimizer``) -> builder; SGD uses Network Slimming's momentum 0.9
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], TrainConfig], torch.optim.Optimizer]] = {
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay),
+}
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    try:
+        make = OPTIMIZERS[cfg.optimizer]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}") from None
+    return make(model.parameters(), cfg)
+
+
+def config_callbacks(cfg: TrainConfig) -> list[TrainCallback]:
+    """The training callbacks a configuration asks for (BN L1 sparsity), from the pruning registry."""
+    from mtlx_core.prune.registry import config_callbacks as from_registry
+
+    return from_registry(cfg)
 
 
 def init_depth_bias(model: nn.Module, train_ds: MTLDataset) -> None:
@@ -144,7 +160,8 @@ def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, mode
         if cfg.depth_bias_init and "depth" in tasks:
             init_depth_bias(model, train_ds)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    callbacks = [*config_callbacks(cfg), *callbacks]
+    opt = build_optimizer(model, cfg)
     step = cfg.lr_step or cfg.iterations + 1
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=cfg.lr_gamma)
     weighting = build_weighting(cfg.weighting, list(tasks), **cfg.weighting_kwargs)
@@ -160,7 +177,7 @@ def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, mode
 
         model = resize_to_state_dict(model, state["model"]).to(device)
         model.load_state_dict(state["model"])
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = build_optimizer(model, cfg)
         opt.load_state_dict(state["optimizer"])
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=cfg.lr_gamma)
         sched.load_state_dict(state["scheduler"])
@@ -194,15 +211,14 @@ def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, mode
         out = model(x)
         losses = torch.stack([tasks[n].loss(out[n], gts[n]) for n in tasks])
         total = weighting.backward(losses)
-        if cfg.bn_l1:
-            add_bn_l1(model, cfg.bn_l1)
         for cb in callbacks:
             cb.after_backward(model, it)
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = float(opt.param_groups[0]["lr"])
         opt.step()
         for cb in callbacks:
-            cb.after_step(model, it)
+            cb.after_step(model, it, lr)
         if needs_update:
             with torch.no_grad():
                 out = model(x)
