@@ -30,6 +30,7 @@ st.set_page_config(page_title="mtlx · faithfulness of pruned MTL explanations",
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
+    st.Page("pages/verdict.py", title="Verdict", icon=":material/gavel:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),
     st.Page("pages/irof_steps.py", title="Perturbation steps", icon=":material/stairs:"),

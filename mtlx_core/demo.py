@@ -22,10 +22,12 @@ from pathlib import Path
 from mtlx_core.precompute.__main__ import default_store
 from mtlx_core.runs import DEFAULT_MODELS_DIR
 from mtlx_core.store.snapshot import work_path
+from mtlx_core.uploads import MAX_UPLOAD_MB
 
 logger = logging.getLogger("mtlx_core.demo")
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
+DEFAULT_HOST = "127.0.0.1"  # safe by default: only this machine reaches the dashboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "models_store/study.duckdb)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="run folders (default models_store)")
     p.add_argument("--port", type=int, default=8501, help="the app's port (default 8501)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address the app listens on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to "
+                        "every network the machine is on, without authentication)")
     p.add_argument("--threads", type=int, help="torch CPU threads for precompute (default: torch's)")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
                    help="demo (default: the three arms of Table 1, about a quarter of an hour on 2 CPU cores) or "
@@ -48,8 +53,10 @@ def precompute_argv(preset: str, store: Path, models_dir: Path, threads: int | N
     return argv + (["--threads", str(threads)] if threads else [])
 
 
-def app_command(port: int) -> list[str]:
+def app_command(port: int, host: str = DEFAULT_HOST) -> list[str]:
+    """``streamlit run app.py`` listening on ``host:port``, with the upload limit of ``mtlx_core.uploads``."""
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+            "--server.address", host, "--server.maxUploadSize", str(MAX_UPLOAD_MB),
             "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
@@ -100,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pre = subprocess.Popen([sys.executable, "-m", "mtlx_core.precompute", *pre_argv], env=env)
         _wait_for_writer(store, pre)
-        logger.info("precompute (pid %d) is building %s; the app starts on http://localhost:%d and shows each arm "
-                    "as soon as it is published (reload the page to see more)", pre.pid, store, args.port)
-        app = subprocess.Popen(app_command(args.port), env=env)
+        logger.info("precompute (pid %d) is building %s; the app starts on http://%s:%d and shows each arm "
+                    "as soon as it is published (reload the page to see more)", pre.pid, store, args.host, args.port)
+        if args.host not in (DEFAULT_HOST, "localhost", "::1"):
+            logger.warning("the app listens on %s: anyone who can reach this machine on port %d can use it (no "
+                           "authentication)", args.host, args.port)
+        app = subprocess.Popen(app_command(args.port, args.host), env=env)
         while app.poll() is None:
             if pre is not None and pre.poll() is not None:
                 if pre.returncode == 0:

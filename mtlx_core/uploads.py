@@ -29,7 +29,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-MAX_BYTES = 30 * 2**20
+#: the upload limit, the one number: the Live page's text and uploader, Streamlit's ``server.maxUploadSize`` (set
+#: from it by ``python -m mtlx_core.demo``; ``.streamlit/config.toml`` repeats it, ``tests/test_house_rules.py``
+#: checks they agree) and the check below. Streamlit's "MB" is 2**20 bytes.
+MAX_UPLOAD_MB = 30
+MAX_BYTES = MAX_UPLOAD_MB * 2**20
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 12_000
 MIN_SIDE = 32

@@ -5,6 +5,8 @@ Not a page: ``app.py`` lists the pages with ``st.navigation``; this module is im
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -46,6 +48,26 @@ def q(store: query.Store, name: str, *args: Any) -> Any:
     """``query.<name>(store, *args)``, cached per store snapshot (a new snapshot invalidates it)."""
     return _cached(name, str(store.path), store.signature, tuple(tuple(a) if isinstance(a, list) else a
                                                                   for a in args))
+
+
+def keep_in_url(keys: Sequence[str]) -> None:
+    """Keep a page's selection in the URL (``st.query_params``) so a view can be shared. Call at the top of the
+    page, before its widgets: a key the session does not hold yet is seeded from the URL (JSON, so numbers stay
+    numbers); every key the session holds (the widgets' values since the last interaction) is written back. A
+    value in the URL that a widget does not offer is dropped by the page's own checks or by the widget."""
+    for key in keys:
+        if key in st.session_state:
+            try:
+                text = json.dumps(st.session_state[key])
+            except TypeError:
+                continue
+            if st.query_params.get(key) != text:
+                st.query_params[key] = text
+        elif key in st.query_params:
+            try:
+                st.session_state[key] = json.loads(st.query_params[key])
+            except ValueError:
+                del st.query_params[key]
 
 
 def class_names(dataset: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from pages.common import (
     TASK_LABELS,
     VALUE_SHORT,
     class_names,
+    keep_in_url,
     metric_label,
     metric_note,
     pick_arm,
@@ -28,6 +29,12 @@ from pages.common import (
 )
 
 st.title("Compare explanations across sparsity")
+# the selection lives in the URL (a view can be shared)
+URL_KEYS = (
+    "cmp_arm", "cmp_models", "cmp_task", "cmp_layer", "cmp_image", "cmp_target", "cmp_slic", "cmp_metric",
+    "cmp_variant", "cmp_value",
+)
+keep_in_url(URL_KEYS)
 store = store_or_stop()
 
 arm = pick_arm(store, "cmp_arm")

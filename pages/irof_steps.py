@@ -12,6 +12,7 @@ from pages import figures
 from pages.common import (
     ORDERING_LABELS,
     TASK_LABELS,
+    keep_in_url,
     metric_label,
     metric_note,
     pick_arm,
@@ -41,6 +42,12 @@ st.title("Perturbation steps")
 st.caption("A perturbation metric changes the image step after step (the most relevant pixels or segments "
            "first, the least relevant first, or in a random order) and its curve is the task score of each "
            "perturbed image over the clean score. Pick a stored curve and walk through the images it scored.")
+# the selection lives in the URL (a view can be shared)
+URL_KEYS = (
+    "st_arm", "st_model", "st_task", "st_layer", "st_metric", "st_variant", "st_order", "st_image",
+    "st_target", "st_k",
+)
+keep_in_url(URL_KEYS)
 store = store_or_stop()
 
 arm = pick_arm(store, "st_arm")

@@ -9,6 +9,7 @@ from pages.common import (
     TASK_LABELS,
     VALUE_SHORT,
     file_tag,
+    keep_in_url,
     layer_name,
     margin_columns,
     metric_label,
@@ -26,6 +27,8 @@ st.caption("Grad-CAM explains a prediction through one layer's activations and g
            "layer per architecture (the primary one). The layer ablation explains the same targets at the other "
            "registered layers: does the primary layer's margin over chance hold elsewhere, and does pruning move "
            "it the same way at every layer?")
+URL_KEYS = ("ly_arm", "ly_metric", "ly_variant", "ly_value")  # the selection lives in the URL (a view can be shared)
+keep_in_url(URL_KEYS)
 store = store_or_stop()
 
 arm = pick_arm(store, "ly_arm")

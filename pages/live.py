@@ -20,7 +20,14 @@ from mtlx_core.live import (
     to_input,
     working_size,
 )
-from mtlx_core.uploads import BUNDLED_PHOTOS, MAX_BYTES, LoadedImage, UploadError, bundled_photo, load_image_bytes
+from mtlx_core.uploads import (
+    BUNDLED_PHOTOS,
+    MAX_UPLOAD_MB,
+    LoadedImage,
+    UploadError,
+    bundled_photo,
+    load_image_bytes,
+)
 from pages import figures
 from pages.common import TASK_LABELS, class_names, pick_arm, q, sparsity_label, store_or_stop
 
@@ -55,8 +62,8 @@ store = store_or_stop()
 source = st.radio("Image", ["Upload", "Bundled photo"], horizontal=True, key="lv_source")
 try:
     if source == "Upload":
-        up = st.file_uploader(f"An image file (PNG, JPEG, BMP, GIF, TIFF, WebP; at most {MAX_BYTES // 2**20} MiB)",
-                              key="lv_upload")
+        up = st.file_uploader(f"An image file (PNG, JPEG, BMP, GIF, TIFF, WebP; at most {MAX_UPLOAD_MB} MiB)",
+                              key="lv_upload", max_upload_size=MAX_UPLOAD_MB)
         if up is None:
             st.info("Upload an image, or pick one of the bundled photos (scikit-image's samples).")
             st.stop()

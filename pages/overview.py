@@ -15,6 +15,7 @@ from pages.common import (
     TASK_LABELS,
     VALUE_SHORT,
     file_tag,
+    keep_in_url,
     margin_columns,
     metric_label,
     metric_note,
@@ -67,6 +68,11 @@ def chance_line(r: pd.Series, arm_label: str, unit: str, derived: bool = False) 
 
 
 st.title("Faithfulness of explanations under pruning")
+# the selection lives in the URL (a view can be shared)
+URL_KEYS = (
+    "ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model",
+)
+keep_in_url(URL_KEYS)
 store = store_or_stop()
 
 info = q(store, "overview")

@@ -70,3 +70,31 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
                      f"{(r['achieved_sparsity'] or 0) * 100:>7.1f}% {metric:>18} {r['n_images']:>4} {ci:>24} "
                      f"{r['random']:>7.3f} {r['reversed']:>8.3f} {margin:>26}")
     return "\n".join(lines)
+
+
+VERDICT_MARKS = {"lower": "v", "higher": "^", "equivalent": "=", "inconclusive": "?"}
+
+
+def verdict_summary(con: duckdb.DuckDBPyConnection, n_boot: int = 10_000) -> str:
+    """The verdict grid (D25, ``mtlx_core.store.verdict``) as text: one line per arm, reference and level, one
+    column per task and metric; ``v`` lower, ``^`` higher, ``=`` equivalent, ``?`` inconclusive, ``x`` after the
+    mark: the model's task metric is no better than the trivial predictor's, ``.``: no data."""
+    from mtlx_core.stats.verdict import VerdictSettings
+    from mtlx_core.store.verdict import compute_verdict
+    from mtlx_core.store.verdict_data import ConnectionReader
+
+    cells = compute_verdict(ConnectionReader(con), VerdictSettings(n_boot=n_boot)).cells
+    cells = cells[cells["primary"]]
+    if cells.empty:
+        return "(no pruned model with faithfulness scores)"
+    cols = sorted(set(zip(cells["task"], cells["metric"], strict=True)))
+    names = [f"{t[:3]}/{m[:5]}" for t, m in cols]
+    width = max(len(n) for n in names)
+    head = f"{'arm':<32} {'ref':<7} {'level':>6} " + " ".join(f"{n:>{width}}" for n in names)
+    lines = [head, "-" * len(head)]
+    for (arm, ref, level), g in cells.groupby(["arm_id", "reference", "level"], sort=True):
+        by = {(t, m): VERDICT_MARKS[v] + ("x" if trivial else "") for t, m, v, trivial in
+              g[["task", "metric", "verdict", "no_better_than_trivial"]].itertuples(index=False)}
+        lines.append(f"{arm[:32]:<32} {ref:<7} {level * 100:>5.4g}% "
+                     + " ".join(f"{by.get(c, '.'):>{width}}" for c in cols))
+    return "\n".join(lines)
