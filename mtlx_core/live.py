@@ -97,7 +97,8 @@ def store_settings(settings: Mapping[str, Any]) -> tuple[SlicSettings, IrofSetti
     so that live numbers are computed the way the stored ones were; defaults (D16-D18) where not recorded."""
     slic = {k: v for k, v in (settings.get("slic") or {}).items() if k != "skimage_version"}
     keys = ("trim_tasks", "batch1_numerics", "fold_bn", "channels_last")
-    forward = ForwardSettings(**{k: bool(settings[k]) for k in keys if k in settings})
+    forward = ForwardSettings(**{k: bool(settings[k]) for k in keys if k in settings},
+                              rounding=str(settings.get("rounding", "exact")))
     irof_settings = IrofSettings(fill_mode=(settings.get("fill_modes") or ["quantus"])[0],
                                  baselines=tuple(settings.get("baselines") or ("random", "reversed")),
                                  seed=int(settings.get("seed", 0)), forward=forward)

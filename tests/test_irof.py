@@ -208,3 +208,27 @@ def test_settings_reject_unknown_fill_modes_and_baselines() -> None:
         IrofSettings(fill_mode="black")
     with pytest.raises(ValueError, match="valid baselines"):
         IrofSettings(baselines=("noise",))
+
+
+def test_tie_safe_rounding_keeps_max_unpool_graphs_exact_and_folds_the_others() -> None:
+    from mtlx_core.explain.fastforward import FastForward, ForwardSettings, has_max_unpool, trace_all_tasks
+    from mtlx_core.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 32, 64)
+    segnet = build_model("segnet_mtan", {"segmentation": 5, "depth": 1, "normals": 3}, width=0.125).eval()
+    deeplab = build_model("deeplab_resnet34", {"segmentation": 5, "depth": 1}, width=0.125).eval()
+    assert has_max_unpool(trace_all_tasks(segnet, x[:2])[0])
+    assert not has_max_unpool(trace_all_tasks(deeplab, x[:2])[0])
+    fwd = FastForward(segnet, ForwardSettings(rounding="tie_safe"))
+    fwd("depth", x)
+    assert fwd.bitwise[("depth", 32, 64)]
+    assert not fwd.channels_last[("depth", 32, 64)]
+    fwd = FastForward(deeplab, ForwardSettings(rounding="tie_safe"))
+    out = fwd("depth", x)
+    assert fwd.channels_last[("depth", 32, 64)]
+    assert not fwd.bitwise.get(("depth", 32, 64), False)
+    with torch.inference_mode():
+        assert torch.allclose(out, deeplab(x)["depth"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="valid: exact, tie_safe"):
+        ForwardSettings(rounding="fast")

@@ -199,3 +199,26 @@ def test_open_store_while_the_first_snapshot_is_being_built_raises_store_busy(tm
             query.open_store(path)
     finally:
         writer.close()
+
+
+def test_pruning_by_module_lists_what_each_pruned_model_removed(store: query.Store) -> None:
+    df = query.pruning_by_module(store)
+    pruned = query.models(store).dropna(subset=["pruning_method"])
+    assert set(df["model_id"]) == set(pruned["model_id"])
+    netslim = df[df["method"] == "netslim"]
+    assert list(netslim["module"]) == ["trunk encoder", "trunk decoder", "shared attention convs",
+                                       "attention hidden", "heads"]
+    assert (netslim["unit"] == "channels").all()
+    assert np.allclose(netslim["removed"], 1 - netslim["after"] / netslim["before"])
+    disparse = df[df["method"] == "disparse"]
+    assert set(disparse["unit"]) == {"weights"}  # unstructured: zeroed weights per module kind
+    assert set(disparse["module"]) == {"trunk encoder", "heads"}  # DeepLab: backbone and ASPP heads
+
+
+def test_pruning_summary_has_the_mode_sizes_and_small_gammas(store: query.Store) -> None:
+    df = query.pruning_summary(store).set_index("method")
+    assert df.loc["netslim", "netslim_mode"] == "decoupled"
+    assert df.loc["netslim", "finetune_bn_l1"] == 0.0
+    assert df.loc["netslim", "macs_ratio"] == df.loc["netslim", "macs_before"] / df.loc["netslim", "macs_after"] > 1
+    assert df.loc["netslim", "small_gamma_kept"] >= 0
+    assert pd.isna(df.loc["disparse", "small_gamma_kept"])

@@ -217,3 +217,24 @@ def test_build_status_says_running_interrupted_or_complete(tmp_path: Path) -> No
     w.close(remove_work=True)
     assert query.build_status(query.open_store(store)) == {"status": "complete", "arms_planned": ["a", "b"],
                                                             "arms_complete": ["a", "b"]}
+
+
+def test_columnar_insert_stores_exactly_what_row_by_row_insert_stores() -> None:
+    from mtlx_core.store.writer import _insert
+
+    ddl = ("CREATE TABLE t (k VARCHAR PRIMARY KEY, x DOUBLE, n INTEGER, flag BOOLEAN, blob BLOB, curve DOUBLE[], "
+           "note VARCHAR)")
+    rows = [{"k": "a", "x": 1, "n": 3, "flag": True, "blob": b"\x00\x01", "curve": [0.5, 1], "note": None},
+            {"k": "b", "x": 0.25, "n": None, "flag": False, "blob": b"", "curve": None, "note": "z"},
+            {"k": "c", "x": None, "n": 7, "flag": None, "blob": None, "curve": [], "note": None}]
+    fast, slow = duckdb.connect(), duckdb.connect()
+    for con in (fast, slow):
+        con.execute(ddl)
+    _insert(fast, "t", rows)
+    cols = list(rows[0])
+    slow.executemany(f"INSERT INTO t ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [[r[c] for c in cols] for r in rows])
+    everything = "SELECT * FROM t ORDER BY k"
+    assert fast.execute(everything).fetchall() == slow.execute(everything).fetchall()
+    _insert(fast, "t", [{**rows[0], "x": 9.0}])  # OR IGNORE: the first row of a key stays
+    assert fast.execute("SELECT x FROM t WHERE k = 'a'").fetchone()[0] == 1.0

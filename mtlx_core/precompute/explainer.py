@@ -80,7 +80,8 @@ class ModelExplainer:
         self.plan = layer_plan(self.model, tasks, settings, arm_id)
         self.ablation = self.plan.ablation_layers
         fwd = ForwardSettings(trim_tasks=settings.trim_tasks, batch1_numerics=settings.batch1_numerics,
-                              fold_bn=settings.fold_bn, channels_last=settings.channels_last)
+                              fold_bn=settings.fold_bn, channels_last=settings.channels_last,
+                              rounding=settings.rounding)
         self.fwd = FastForward(self.model, fwd)
         self.metric_sets = metric_sets(settings)
         self.family = FamilySettings(settings.orderings, settings.n_random, settings.seed,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlx_core.explain.superpixels import SlicSettings
-from mtlx_core.prune.presets import DISPARSE_GRID, HRANK_GRID, NETSLIM_GRID, get_prune_preset
+from mtlx_core.prune.netslim import netslim_training
+from mtlx_core.prune.presets import DISPARSE_GRID, HRANK_GRID, L1_FILTER_GRID, NETSLIM_GRID, get_prune_preset
 from mtlx_core.train.config import get_preset, synth_cache
 
 
@@ -78,6 +79,8 @@ class ExplainSettings:
     batch1_numerics: bool = True  # IROF rows bit-identical to batch-1 eager forwards (agreement with Quantus, D20)
     fold_bn: bool = False  # BN folded into convs: faster, but the rounding change flips max-unpool ties (SegNet)
     channels_last: bool = False  # idem
+    #: ``tie_safe``: BN folding and channels-last in every graph without max-unpool (DeepLab; ~2.5x faster)
+    rounding: str = "exact"
     memory_budget_mb: int = 1024
 
     def key_fields(self) -> dict[str, Any]:
@@ -123,26 +126,39 @@ SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
 SMOKE_TRAIN = {"data_root": synth_cache(SMOKE_SYNTH), "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
                "batch_size": 2, "checkpoint_every": 2, "eval_every": 0}
 
-_ARMS_DEMO = (  # the arm whose models explain fastest first: it is browsable soonest (demo_tuning.md, round 6)
-    ArmSpec("demo_segnet_mtan_hrank", "SegNet-MTAN · seg + depth + normals · HRank", "demo_segnet_mtan", "hrank",
-            None, (0.0, *HRANK_GRID), prune_preset="demo_segnet_mtan_hrank"),
+_ARMS_DEMO = (  # the fastest arm first: it is browsable soonest (demo_tuning.md, rounds 6 and 8)
     # DiSparse's magnitude variant (D7's second): the static one retrains the dense recipe at every level
     ArmSpec("demo_deeplab_disparse", "DeepLab-ResNet34 · seg + normals · DiSparse (magnitude)", "demo_deeplab",
             "disparse", "magnitude", (0.0, *DISPARSE_GRID), prune_preset="demo_deeplab_disparse_magnitude"),
-    ArmSpec("demo_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming",
-            "demo_segnet_mtan_famo", "netslim", None, (0.0, *NETSLIM_GRID),
-            prune_preset="demo_segnet_mtan_famo_netslim"),
+    ArmSpec("demo_segnet_mtan_hrank", "SegNet-MTAN · seg + depth + normals · HRank", "demo_segnet_mtan", "hrank",
+            None, (0.0, *HRANK_GRID), prune_preset="demo_segnet_mtan_hrank"),
+    # Network Slimming as published (D23): decoupled L1 on the prunable BNs, no L1 while fine-tuning
+    ArmSpec("demo_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming (decoupled)",
+            "demo_segnet_mtan_famo", "netslim", "decoupled", (0.0, *NETSLIM_GRID),
+            prune_preset="demo_segnet_mtan_famo_netslim",
+            train_overrides=netslim_training(get_preset("demo_segnet_mtan_famo"), "decoupled")),
 )
 _ARMS_PAPER = (
     ArmSpec("nyuv2_deeplab_disparse", "DeepLab-ResNet34 · NYUv2 seg + normals · DiSparse", "nyuv2_deeplab",
             "disparse", "static", (0.0, *DISPARSE_GRID), prune_preset="nyuv2_deeplab_disparse"),
-    ArmSpec("cityscapes_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · Cityscapes seg + depth · Network Slimming",
-            "cityscapes_segnet_mtan_famo", "netslim", None, (0.0, *NETSLIM_GRID),
-            prune_preset="cityscapes_segnet_mtan_famo_netslim"),
+    # D23: Network Slimming as published (decoupled) and as the authors ran it, each on its own parent
+    ArmSpec("cityscapes_segnet_mtan_famo_netslim",
+            "SegNet-MTAN + FAMO · Cityscapes seg + depth · Network Slimming (decoupled)",
+            "cityscapes_segnet_mtan_famo", "netslim", "decoupled", (0.0, *NETSLIM_GRID),
+            prune_preset="cityscapes_segnet_mtan_famo_netslim",
+            train_overrides=netslim_training(get_preset("cityscapes_segnet_mtan_famo"), "decoupled")),
+    ArmSpec("cityscapes_segnet_mtan_famo_netslim_authors",
+            "SegNet-MTAN + FAMO · Cityscapes seg + depth · Network Slimming (authors)",
+            "cityscapes_segnet_mtan_famo", "netslim", "authors", (0.0, *NETSLIM_GRID),
+            prune_preset="cityscapes_segnet_mtan_famo_netslim_authors",
+            train_overrides=netslim_training(get_preset("cityscapes_segnet_mtan_famo"), "authors")),
     ArmSpec("nyuv2_segnet_mtan_hrank", "SegNet-MTAN · NYUv2 seg + depth + normals · HRank", "nyuv2_segnet_mtan",
             "hrank", None, (0.0, *HRANK_GRID), prune_preset="nyuv2_segnet_mtan_hrank"),
+    # L1-norm filters (Li et al. 2017) on the HRank arm's dense model
+    ArmSpec("nyuv2_segnet_mtan_l1_filter", "SegNet-MTAN · NYUv2 seg + depth + normals · L1-norm filters",
+            "nyuv2_segnet_mtan", "l1_filter", None, (0.0, *L1_FILTER_GRID), prune_preset="nyuv2_segnet_mtan_l1_filter"),
 )
-#: the demo's explanation settings, chosen on validation images it does not report (docs/demo_tuning.md, round 6):
+#: the demo's explanation settings, chosen on validation images it does not report (docs/demo_tuning.md, rounds 6, 8):
 #: 44 images, one target per image and task drawn at random (stratified), 50 superpixels, and per task the
 #: Grad-CAM layer whose margin over the random ordering was largest there; DeepLab's D11 layer is computed as an
 #: ablation layer where it is not primary (``--layers all`` adds every registered layer to the same store)
@@ -150,7 +166,8 @@ _DEMO_EXPLAIN = ExplainSettings(
     images=44, batch_images=4, max_targets=1, slic=SlicSettings(n_segments=50),
     primary_layers=(("demo_deeplab_disparse:segmentation", "stage3_out"),
                     ("demo_deeplab_disparse:normals", "d11_conv2"),
-                    ("demo_segnet_mtan_famo_netslim:segmentation", "task_att_dec1"),
+                    ("demo_segnet_mtan_famo_netslim:segmentation", "enc_bottleneck"),
+                    ("demo_segnet_mtan_famo_netslim:depth", "task_att_dec2"),
                     ("demo_segnet_mtan_hrank:segmentation", "task_att_dec2"),
                     ("demo_segnet_mtan_hrank:depth", "dec_stage2"),
                     ("demo_segnet_mtan_hrank:normals", "task_att_dec1")),
@@ -158,6 +175,8 @@ _DEMO_EXPLAIN = ExplainSettings(
     # the metric family within the 20-minute budget (docs/demo_tuning.md, round 7): one random ordering for the
     # curve metrics (the paper presets use D24's five), five for the localisation metrics (no forwards);
     # Deletion and Insertion in 8 steps, most relevant first and random (AbPC comes from IROF's curves)
+    # DeepLab's graphs (no max-unpool) with BN folded, channels-last: 2.6x faster units (round 8)
+    rounding="tie_safe",
     metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"), n_random=1,
     metric_options=(*((m, (("n_steps", 8), ("orderings", ("morf", "random")))) for m in ("deletion", "insertion")),
                     *((m, (("n_random", 5),)) for m in ("rma", "pointing", "leakage"))))
@@ -168,7 +187,8 @@ _PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ab
 STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
     StudyPreset("smoke", "two tiny arms, one pruned level each, 4 images (tests)", (
         ArmSpec("smoke_segnet_mtan_famo_netslim", "SegNet-MTAN + FAMO · seg + depth · Network Slimming (tiny)",
-                "demo_segnet_mtan_famo", "netslim", None, (0.0, 0.5), prune_preset="demo_segnet_mtan_famo_netslim",
+                "demo_segnet_mtan_famo", "netslim", "decoupled", (0.0, 0.5),
+                prune_preset="demo_segnet_mtan_famo_netslim",
                 train_overrides=SMOKE_TRAIN, finetune_iterations=2),
         ArmSpec("smoke_deeplab_disparse", "DeepLab-ResNet34 · seg + normals · DiSparse magnitude (tiny)",
                 "demo_deeplab", "disparse", "magnitude", (0.0, 0.5), prune_preset="demo_deeplab_disparse_magnitude",
@@ -180,12 +200,13 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                        metric_options=(("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),)))),
         publish_every_s=5.0),
     StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO, _DEMO_EXPLAIN),
-    StudyPreset("paper", "the three arms of Table 1 at paper scale (NYUv2 and Cityscapes)", _ARMS_PAPER,
+    StudyPreset("paper", "the arms of Table 1 at paper scale (NYUv2 and Cityscapes; Network Slimming in two modes, "
+                "L1-norm filters beside HRank)", _ARMS_PAPER,
                 _PAPER_EXPLAIN, publish_every_s=600.0),
-    StudyPreset("paper_nyuv2", "the two NYUv2 arms of Table 1 at paper scale", (_ARMS_PAPER[0], _ARMS_PAPER[2]),
-                _PAPER_EXPLAIN, publish_every_s=600.0),
-    StudyPreset("paper_cityscapes", "the Cityscapes arm of Table 1 at paper scale", (_ARMS_PAPER[1],),
-                _PAPER_EXPLAIN, publish_every_s=600.0),
+    StudyPreset("paper_nyuv2", "the NYUv2 arms at paper scale (Table 1's two and L1-norm filters)",
+                (_ARMS_PAPER[0], *_ARMS_PAPER[3:]), _PAPER_EXPLAIN, publish_every_s=600.0),
+    StudyPreset("paper_cityscapes", "the Cityscapes arms at paper scale (Network Slimming, decoupled and authors)",
+                _ARMS_PAPER[1:3], _PAPER_EXPLAIN, publish_every_s=600.0),
 )}
 
 

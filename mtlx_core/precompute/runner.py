@@ -30,7 +30,7 @@ from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
 from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
-from mtlx_core.precompute.summary import format_summary, summarize
+from mtlx_core.precompute.summary import format_summary, summarize, verdict_summary
 from mtlx_core.precompute.units import (
     Batch,
     DenseMaps,
@@ -119,8 +119,9 @@ class Runner:
         self._check_layers()
 
     def _check_layers(self) -> None:
-        """Every requested ablation layer is registered by at least one architecture of the arms."""
-        archs = {a.arm_id: resolve_config(a.train_preset, **a.train_overrides).arch for _, a in self.arms}
+        """Every requested ablation layer is registered by at least one architecture of the preset's arms (a shard
+        of one arm skips the layers its architecture does not have, as the whole study does)."""
+        archs = {a.arm_id: resolve_config(a.train_preset, **a.train_overrides).arch for a in self.preset.arms}
         registered = {arch: layer_labels(arch) for arch in set(archs.values())}
         known = {lay for labels in registered.values() for lay in labels}
         unknown = [lay for lay in self.settings.ablation_layers if lay != "all" and lay not in known]
@@ -174,6 +175,7 @@ class Runner:
                     logger.info("layer ablation of arm %s published after %.0f s", arm.arm_id,
                                 time.monotonic() - t0)
             self.result.summary = summarize(self.w.con, "irof" if "irof" in self.metrics else self.metrics[0])
+            verdict = verdict_summary(self.w.con)
             self.result.timing = self.w.con.execute(
                 "SELECT kind, count(*), sum(seconds), sum(cpu_seconds) FROM units GROUP BY kind ORDER BY kind"
             ).fetchall()
@@ -186,6 +188,8 @@ class Runner:
         self.result.seconds = time.monotonic() - t0
         logger.info("study summary (normalised scores at the primary layer; margin = over the mean of the random "
                     "orderings; 95 %% bootstrap CI over images):\n%s", format_summary(self.result.summary))
+        logger.info("verdict (docs/verdict.md; v lower, ^ higher, = equivalent, ? inconclusive, x: task metric no "
+                    "better than trivial):\n%s", verdict)
         for kind, n, wall, cpu in self.result.timing:
             logger.info("store total, %-7s units: %3d, %7.1f s wall, %7.1f s CPU", kind, n, wall, cpu)
         logger.info("%s: %d units run (%s), %d already done, %.1f s", self.store, sum(self.result.executed.values()),

@@ -7,6 +7,7 @@ Public API::
     build_status(store)                       # complete / running / interrupted, arms planned and complete
     arms(store); models(store); model_record(store, id); task_metrics(store); metrics_wide(store)
     arm_models(store, arm_id)                 # the arm's dense model (sparsity 0) and its pruned models
+    pruning_summary(store); pruning_by_module(store)  # what each pruning did, per model and per module kind
     metric_variants(store)                    # the faithfulness metrics and variants stored (IROF first)
     faithfulness_per_image(store, metric, variant, value)  # per point, task, layer, image: explainer, random
                                               # (mean of K orderings), reversed, margin over chance
@@ -21,6 +22,8 @@ Public API::
     beats_chance(store, metric, variant)      # dense models: margin over random, interval, paired test, verdict
     margin_by_layer(store, metric, variant)   # the layer ablation: margin over random per model, task, layer
     chance_per_image(store, metric, variant)  # the per-image margins behind both
+    verdict_grid(store, reference, value, delta_share)  # does pruning change faithfulness? one verdict per cell
+    verdict_cell(store, model_id, reference, task, metric, value, delta_share)  # one cell's evidence (D25)
     map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
@@ -70,6 +73,9 @@ from mtlx_core.store.reader import open_store as open_store  # re-exported: the 
 from mtlx_core.store.reader import signature as signature
 from mtlx_core.store.reader import store_path as store_path
 from mtlx_core.store.snapshot import writer_active
+from mtlx_core.store.verdict import REFERENCES as REFERENCES
+from mtlx_core.store.verdict import verdict_cell as verdict_cell
+from mtlx_core.store.verdict import verdict_grid as verdict_grid
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +149,54 @@ def arm_models(store: Store, arm_id: str) -> pd.DataFrame:
         "FROM arms a JOIN models m ON m.arm_id = a.arm_id OR m.model_id = a.dense_model_id "
         "WHERE a.arm_id = ? ORDER BY is_dense DESC, target_sparsity, m.model_id", [arm_id])
     return df.drop_duplicates("model_id").reset_index(drop=True)
+
+
+def _pruning_records(store: Store) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(model row, pruning record) of every pruned model: the record is ``models.config``'s ``pruning`` entry
+    (``mtlx_core.prune.record.PruningRecord.to_dict``)."""
+    df = store.df("SELECT m.model_id, a.label AS arm, m.target_sparsity, "
+                  "json_extract_string(m.config, '$.pruning') AS pruning FROM models m LEFT JOIN arms a "
+                  "USING (arm_id) WHERE m.pruning_method IS NOT NULL "
+                  "ORDER BY a.position NULLS LAST, m.arm_id, m.target_sparsity, m.model_id")
+    out = []
+    for row in df.to_dict("records"):
+        try:
+            rec = json.loads(row.pop("pruning") or "{}")
+        except json.JSONDecodeError:
+            logger.warning("model %s has an unreadable pruning record", row["model_id"])
+            continue
+        out.append((row, rec))
+    return out
+
+
+def pruning_summary(store: Store) -> pd.DataFrame:
+    """One row per pruned model: method, Network Slimming mode, parameters and MACs before and after (and their
+    ratios), share of the method's prunable channels removed, kept channels with |gamma| < 1e-3."""
+    rows = []
+    for row, r in _pruning_records(store):
+        p0, p1, m0, m1 = (r.get(k) for k in ("params_before", "params_after", "macs_before", "macs_after"))
+        rows.append({**row, "method": r.get("method"), "variant": r.get("variant"),
+                     "netslim_mode": r.get("netslim_mode"), "structured": r.get("structured"),
+                     "params_before": p0, "params_after": p1, "params_ratio": p0 / p1 if p0 and p1 else None,
+                     "macs_before": m0, "macs_after": m1, "macs_ratio": m0 / m1 if m0 and m1 else None,
+                     "channels_removed": r.get("channels_removed"), "small_gamma_kept": r.get("small_gamma_kept"),
+                     "finetune_bn_l1": (r.get("finetune") or {}).get("bn_l1")})
+    return pd.DataFrame(rows, columns=["model_id", "arm", "target_sparsity", "method", "variant", "netslim_mode",
+                                       "structured", "params_before", "params_after", "params_ratio",
+                                       "macs_before", "macs_after", "macs_ratio", "channels_removed",
+                                       "small_gamma_kept", "finetune_bn_l1"])
+
+
+def pruning_by_module(store: Store) -> pd.DataFrame:
+    """One row per pruned model and module kind (trunk encoder, trunk decoder, shared attention convs, attention
+    hidden, heads): ``before`` / ``after`` in ``unit`` (output channels, or weights for unstructured methods)
+    and the share ``removed``."""
+    rows = [{**row, "method": r.get("method"), "variant": r.get("variant"), "kind": m.get("kind"),
+             "module": m.get("label", m.get("kind")), "unit": m.get("unit"), "before": m.get("before"),
+             "after": m.get("after"), "removed": m.get("removed")}
+            for row, r in _pruning_records(store) for m in r.get("removed_by_kind") or []]
+    return pd.DataFrame(rows, columns=["model_id", "arm", "target_sparsity", "method", "variant", "kind", "module",
+                                       "unit", "before", "after", "removed"])
 
 
 def _arm_points_sql() -> str:
