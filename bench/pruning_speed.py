@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import statistics
-import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -41,6 +39,7 @@ from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.prune import channel_plan, hrank_keep, l1_filter_keep, netslim_keep, netslim_training, prune_channels
 from mtlx_core.prune.deploy import DEPLOYMENT, deploy
 from mtlx_core.prune.hrank import feature_map_stats
+from mtlx_core.prune.latency import median_latency
 from mtlx_core.prune.record import MODULE_KINDS, channels_by_kind
 from mtlx_core.runs import DEFAULT_MODELS_DIR, load_run
 from mtlx_core.train import TrainConfig, resolve_config, train
@@ -83,19 +82,9 @@ def hrank_step(model: nn.Module, images: list[torch.Tensor]) -> nn.Module:
 
 def latencies(fns: dict[str, Callable[[torch.Tensor], object]], batch: int, repeats: int,
               shape: tuple[int, ...]) -> dict[str, float]:
-    """Median seconds per forward pass of every callable, timed interleaved."""
+    """Median seconds per forward pass of every callable, timed interleaved (``mtlx_core.prune.latency``)."""
     x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        for _ in range(3):  # warm-up (TorchScript's profiling executor optimises on the first calls)
-            for f in fns.values():
-                f(x)
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t0 = time.perf_counter()
-                f(x)
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return median_latency(fns, x, repeats, warmup=3)
 
 
 def build(args: argparse.Namespace) -> tuple[dict[str, nn.Module], dict[str, str], dict[str, str]]:

@@ -23,7 +23,7 @@ if arm != "all":
 table = table.assign(params_m=table["params"] / 1e6, macs_g=table["macs"] / 1e9,
                      method=table["pruning_method"].fillna("dense"))
 front = ["model_id", "arm", "arch", "dataset", "method", "target_sparsity", "achieved_sparsity", "channel_sparsity",
-         "params_m", "macs_g", "parent_id"]
+         "params_m", "macs_g", "latency_cpu_ms", "latency_gpu_ms", "parent_id"]
 metric_cols = [c for c in metrics.columns if c != "model_id"]
 rest = ["run_id", "tasks", "weighting", "seed", "code_version"]
 config = {"target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
@@ -33,6 +33,11 @@ config = {"target_sparsity": st.column_config.NumberColumn("target sparsity", fo
           "params_m": st.column_config.NumberColumn("params (M)", format="%.3f"),
           "macs_g": st.column_config.NumberColumn("MACs (G)", format="%.3f",
                                                   help="unstructured masks do not reduce MACs"),
+          "latency_cpu_ms": st.column_config.NumberColumn(
+              "CPU latency (ms)", format="%.2f",
+              help="deployed form, batch 1, one thread, median of 20 runs after warm-up (D27)"),
+          "latency_gpu_ms": st.column_config.NumberColumn("GPU latency (ms)", format="%.3f",
+                                                          help="when the study was computed on a GPU"),
           "parent_id": "parent", **{c: st.column_config.NumberColumn(c, format="%.4f") for c in metric_cols}}
 st.dataframe(table[front + metric_cols + rest], hide_index=True, column_config=config, key="md_table")
 st.caption(f"{len(table)} models. Metrics are pixel-pooled over the validation split (D22): segmentation mIoU and "

@@ -10,7 +10,8 @@ from pages import figures
 from pages import verdict_figures as vf
 from pages.common import TASK_LABELS, VALUE_LABELS, keep_in_url, metric_label, q, store_or_stop
 
-KEYS = ("vd_reference", "vd_value", "vd_delta", "vd_arms", "vd_metrics", "vd_cell")
+KEYS = ("vd_reference", "vd_value", "vd_delta", "vd_arms", "vd_metrics", "vd_cell", "vd_axis", "vd_cost_task",
+        "vd_cost_metric")
 DELTAS = (0.05, 0.1, 0.2)
 
 st.title("Verdict: does pruning change faithfulness?")
@@ -147,3 +148,23 @@ st.download_button("Download this cell's per-image margins (CSV)", pairs.to_csv(
                    file_name=f"per_image_{row['model_id']}_{row['task']}_{row['metric']}_{reference}.csv",
                    mime="text/csv", key="vd_csv")
 st.caption("The whole study's tables, figures and manifest: `python -m mtlx_core.report --store S --out DIR`.")
+
+st.subheader("At what cost? (D27)")
+axes = q(store, "cost_axes")
+c1, c2, c3 = st.columns(3)
+if st.session_state.get("vd_axis") not in axes:
+    st.session_state.pop("vd_axis", None)
+axis = c1.selectbox("Cost axis", axes, key="vd_axis", format_func=lambda a: query.COST_AXES.get(a, a))
+cost_metric = c2.selectbox("Faithfulness metric", metrics, key="vd_cost_metric", format_func=metric_label)
+points = q(store, "verdict_pareto", cost_metric, value, delta_share)
+tasks = list(dict.fromkeys(points["task"]))
+if st.session_state.get("vd_cost_task") not in tasks:
+    st.session_state.pop("vd_cost_task", None)
+task = c3.selectbox("Task", tasks, key="vd_cost_task", format_func=lambda t: TASK_LABELS.get(t, t))
+shown_pts = points[(points["task"] == task) & points["arm_id"].isin(chosen_arms or arm_ids)]
+st.plotly_chart(vf.cost_view(shown_pts, axis, query.COST_AXES.get(axis, axis), metric_label(cost_metric),
+                             axis != "level"), key="vd_cost")
+st.caption("Each model's mean margin over chance (left) and primary task metric (right) against its cost: parameters "
+           "and MACs at the study's input size, measured latency of the deployed form (batch 1, one CPU thread, median "
+           "of 20 runs after warm-up; GPU when the study ran on one) or the nominal sparsity. Square: dense, diamond: "
+           "control, circle: pruned; ringed: the Pareto front of (task metric, margin, MACs) among the task's models.")

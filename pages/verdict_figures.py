@@ -101,3 +101,30 @@ def family(fam: pd.DataFrame, selected_model: str) -> go.Figure:
                       yaxis_title="mean Δ margin", barmode="overlay",
                       legend={"orientation": "h", "y": -0.3})
     return fig
+
+
+def cost_view(points: pd.DataFrame, axis: str, axis_label: str, metric: str, log_x: bool) -> go.Figure:
+    """One task's models: the faithfulness margin (left) and the task metric (right) against a cost ``axis``, one
+    colour per arm, dense / control / pruned by marker; ringed: the Pareto front of (task metric, margin, MACs)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12)
+    symbols = {"dense": "square", "control": "diamond", "pruned": "circle"}
+    palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+    for k, (arm, g) in enumerate(points.groupby("arm_id", sort=False)):
+        colour = palette[k % len(palette)]
+        for col, y in ((1, "mean_margin"), (2, "task_value")):
+            fig.add_trace(go.Scatter(
+                x=g[axis], y=g[y], mode="markers", name=str(arm), legendgroup=str(arm), showlegend=col == 1,
+                marker={"color": colour, "size": 9, "symbol": [symbols.get(r, "circle") for r in g["role"]],
+                        "line": {"color": "black", "width": [2 if f else 0 for f in g["front"]]}},
+                customdata=np.stack([g["model_id"], g["role"], g["level"]], axis=-1),
+                hovertemplate="%{customdata[0]}<br>%{customdata[1]} · %{customdata[2]:.4g}<br>x %{x:.4g}"
+                              "<br>y %{y:.4g}<extra></extra>"), row=1, col=col)
+    better = "higher" if points.empty or bool(points["higher_is_better"].iloc[0]) else "lower"
+    task_metric = "" if points.empty else str(points["task_metric"].iloc[0])
+    fig.update_xaxes(title_text=axis_label, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=f"{metric} margin over chance", row=1, col=1)
+    fig.update_yaxes(title_text=f"{task_metric} ({better} is better)", row=1, col=2)
+    fig.update_layout(height=380, margin={"l": 0, "r": 0, "t": 10, "b": 0})
+    return fig

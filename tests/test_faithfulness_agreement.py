@@ -187,3 +187,22 @@ def test_true_map_beats_random_which_beats_reversed_under_every_curve_metric() -
             if not true > rnd > rev:
                 wrong.append((*key, true, rnd, rev))
     assert not wrong, wrong
+
+
+def test_faithfulness_correlation_of_a_curve_moving_by_float_rounding_only_is_undefined() -> None:
+    """A drop curve that moves by a float32 ulp has no meaningful r (its sign is rounding noise); one that moves
+    by more than ``FLAT_CURVE`` has its Pearson r."""
+    from types import SimpleNamespace
+
+    from mtlx_core.faithfulness.faithcorr import FLAT_CURVE
+
+    metric = build_metrics(["faithcorr"], {"faithcorr": {"nr_runs": 10}})[0]
+    att = np.arange(10, dtype=np.float64)
+    plan: Any = SimpleNamespace(extra={"attribution_sums": att})
+    rounding = np.ones(10)
+    rounding[[1, 4, 8]] = 1.0000000693704783  # the stored curve of a smoke control model (verify found it)
+    assert all(np.isnan(metric.summarise(rounding, plan)))
+    moving = 1.0 - 10 * FLAT_CURVE * att / att.max()
+    r, norm = metric.summarise(moving, plan)
+    assert r == pytest.approx(1.0)
+    assert norm == pytest.approx(1.0)

@@ -31,7 +31,8 @@ from mtlx_core.store.writer import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: columns that record when or where, not what (ignored when comparing stores)
-VOLATILE = {"units": ("seconds", "finished_at", "cpu_seconds"), "models": ("checkpoint",)}
+VOLATILE = {"units": ("seconds", "finished_at", "cpu_seconds"),
+            "models": ("checkpoint", "latency_cpu_ms", "latency_gpu_ms")}  # latency: measured
 VOLATILE_META = ("created_at", "updated_at", "code_version_last")
 CODE_VERSION = re.compile(r"\d+\.\d+\.\d+(\+g[0-9a-f]+(\.dirty)?)?")
 
@@ -111,7 +112,7 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     s = shared["store"]
     preset = get_study_preset("smoke")
     e = preset.explain
-    n_models = sum(len(a.sparsities) for a in preset.arms)
+    n_models = sum(len(a.sparsities) for a in preset.arms) + len(preset.arms)  # dense, pruned, one control each
     n_batches = math.ceil(e.images / e.batch_images)
     assert _one(s, "SELECT count(*) FROM models") == n_models
     assert _one(s, "SELECT count(*) FROM arms") == len(preset.arms)
@@ -160,9 +161,10 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
         SELECT count(*) FROM explanations p JOIN models m USING (model_id) JOIN arms a USING (arm_id)
         JOIN explanations d ON d.model_id = a.dense_model_id AND d.image_id = p.image_id AND d.task = p.task
              AND d.target_id = p.target_id AND d.layer = p.layer
-        WHERE m.target_sparsity > 0 AND p.layer_role = 'primary'""")
+        WHERE m.parent_id IS NOT NULL AND p.layer_role = 'primary'""")
     kinds = dict(_query(s, "SELECT kind, count(*) FROM units GROUP BY kind"))
-    assert kinds == {"train": len(preset.arms), "prune": n_models - len(preset.arms), "images": n_batches,
+    assert kinds == {"train": len(preset.arms), "prune": n_models - 2 * len(preset.arms), "images": n_batches,
+                     "control": len(preset.arms),
                      "targets": len(preset.arms), "explain": n_models * n_batches, "layer": n_models * n_batches}
     # the dense models' targets: every candidate recorded, all drawn (max_targets None), images in sample order
     assert _one(s, "SELECT count(*) FROM target_draws WHERE NOT drawn") == 0
@@ -174,6 +176,105 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
                    "OR settings_key IS NULL OR variant IS NULL OR (ordering = 'random') <> (seed IS NOT NULL)") == 0
     assert _one(s, "SELECT count(*) FROM models WHERE checkpoint_sha256 IS NULL OR config IS NULL") == 0
     assert _query(s, "SELECT DISTINCT topk FROM similarity") == [(e.topk,)]
+
+
+def test_each_arm_has_one_control_fine_tuned_like_its_pruned_models_and_explained(shared: dict[str, Path]) -> None:
+    from mtlx_core.store.verdict_data import ConnectionReader, model_roles
+
+    s = shared["store"]
+    rows = _query(s, "SELECT c.arm_id, c.model_id, c.parent_id, c.target_sparsity, c.config, p.config, "
+                     "a.dense_model_id FROM models c JOIN arms a USING (arm_id) JOIN models p ON p.arm_id = c.arm_id "
+                     "AND p.pruning_method NOT IN ('control') WHERE c.pruning_method = 'control'")
+    assert sorted(r[0] for r in rows) == sorted(a.arm_id for a in get_study_preset("smoke").arms)
+    for _arm, model_id, parent, level, cfg, pruned_cfg, dense in rows:
+        control, pruned = json.loads(cfg), json.loads(pruned_cfg)
+        assert (parent, level, control["role"]) == (dense, 0.0, "control")
+        assert control["train"] == pruned["train"]  # the pruned model's fine-tuning, exactly
+        n = _one(s, f"SELECT count(DISTINCT image_id) FROM explanations WHERE model_id = '{model_id}'")
+        assert n == get_study_preset("smoke").explain.images
+        assert _one(s, f"SELECT count(*) FROM similarity WHERE model_id = '{model_id}' "
+                       f"AND reference_id = '{dense}'") > 0
+    con = open_readonly(s)
+    try:
+        roles = model_roles(ConnectionReader(con))
+    finally:
+        con.close()
+    assert sorted(roles.loc[roles["role"] == "control", "model_id"]) == sorted(r[1] for r in rows)
+    assert (roles["role"] == "dense").sum() == len(rows)
+
+
+def test_every_model_has_its_cost_axes(shared: dict[str, Path]) -> None:
+    s = shared["store"]
+    rows = _query(s, "SELECT m.model_id, m.pruning_method, m.params, m.macs, m.latency_cpu_ms, m.latency_gpu_ms, "
+                     "m.cost_settings, d.params, d.macs FROM models m JOIN arms a USING (arm_id) "
+                     "JOIN models d ON d.model_id = a.dense_model_id")
+    assert len(rows) == _one(s, "SELECT count(*) FROM models")
+    for model_id, method, params, macs, cpu, gpu, settings, d_params, d_macs in rows:
+        assert min(params, macs, cpu) > 0, model_id
+        assert gpu is None, model_id
+        cost = json.loads(settings)
+        assert (cost["batch"], cost["threads"]) == (1, 1)
+        assert cost["runs"] >= 20
+        if method == "netslim":  # structured: physically smaller
+            assert params < d_params
+            assert macs < d_macs
+        elif method == "control":
+            assert (params, macs) == (d_params, d_macs)
+    assert _one(s, "SELECT count(*) FROM models WHERE pruning_method = 'netslim'") > 0
+
+
+def test_the_verdict_compares_every_pruned_model_with_its_arms_control(shared: dict[str, Path]) -> None:
+    from mtlx_core.stats.verdict import VerdictSettings
+    from mtlx_core.store.verdict import compute_verdict
+    from mtlx_core.store.verdict_data import ConnectionReader
+
+    con = open_readonly(shared["store"])
+    try:
+        cells = compute_verdict(ConnectionReader(con), VerdictSettings(n_boot=200)).cells
+        pruned = {m for (m,) in con.execute("SELECT model_id FROM models WHERE pruning_method NOT IN ('control') "
+                                            "AND parent_id IS NOT NULL").fetchall()}
+    finally:
+        con.close()
+    assert set(cells.loc[cells["reference"] == "control", "model_id"]) == pruned
+
+
+@pytest.mark.slow  # about 40 s on 2 cores: a second seed of one smoke arm, trained, pruned, controlled, explained
+def test_seeds_train_one_dense_model_per_seed_each_pruned_and_pooled_by_the_verdict(shared: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    from mtlx_core.stats.verdict import POOLED, VerdictSettings
+    from mtlx_core.store import query
+    from mtlx_core.store import verdict_data as vd
+    from mtlx_core.store.verdict import compute_verdict
+
+    arm = "smoke_segnet_mtan_famo_netslim"
+    store = tmp_path / "seeds.duckdb"
+    assert main([*_args(store, shared["models"], shared["data"]), "--seeds", "2", "--arm", arm, "--images", "2"]) == 0
+    dense = _query(store, f"SELECT model_id, seed FROM models WHERE parent_id IS NULL AND arm_id = '{arm}' "
+                          "ORDER BY seed")
+    assert [seed for _, seed in dense] == [dense[0][1], dense[0][1] + 1]  # the preset's seed, then + 1
+    assert _one(store, "SELECT dense_model_id FROM arms") == dense[0][0]  # seed 0 is the arm's own, as before
+    for model_id, seed in dense:  # each seed: its pruned level and its control, on the same images
+        kids = _query(store, f"SELECT pruning_method, seed FROM models WHERE parent_id = '{model_id}' ORDER BY 1")
+        assert kids == [("control", seed), ("netslim", seed)]
+    per_model = _query(store, "SELECT model_id, list(DISTINCT image_id ORDER BY image_id) FROM explanations "
+                              "WHERE layer_role = 'primary' GROUP BY model_id")
+    assert len(per_model) == 6
+    assert len({tuple(ids) for _, ids in per_model}) == 1
+    s = query.open_store(store)
+    assert query.arm_models(s, arm)["model_id"].tolist()[0] == dense[0][0]
+    assert len(query.arm_models(s, arm)) == 2  # the arm's line: seed 0's dense and pruned models
+    cells = compute_verdict(s, VerdictSettings(n_boot=200)).cells
+    # the two controls (level 0, against their own seed's dense model) pool into one primary row, per-seed beside
+    ctrl = cells[(cells["level"] == 0) & (cells["reference"] == "dense")]
+    assert set(ctrl.loc[ctrl["primary"], "seed"]) == {POOLED}
+    assert set(ctrl.loc[ctrl["primary"], "n_seeds"]) == {2}
+    assert set(ctrl.loc[~ctrl["primary"], "seed"]) == {0, 1}
+    # images are paired within seed: every model is compared with references of its own seed only
+    roles = vd.model_roles(s)
+    pairs = vd.pairs_frame(roles, vd.target_margins(s, vd.metric_labels(s)))
+    seed_of = dict(zip(roles["model_id"], roles["seed"], strict=True))
+    assert {seed_of[m] for m in pairs["model_id"]} == {0, 1}
+    assert all(seed_of[m] == seed_of[r] for m, r in zip(pairs["model_id"], pairs["reference_id"], strict=True))
 
 
 def test_random_baseline_is_one_map_per_image(shared: dict[str, Path]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mtlx_core.prune.hrank import ROUND_SPARSITIES
 from mtlx_core.prune.netslim import DECOUPLED_BUDGET, lr_sum, netslim_training
-from mtlx_core.prune.pipeline import _finetune_config
+from mtlx_core.prune.pipeline import finetune_config
 from mtlx_core.prune.presets import (
     PRUNE_PRESETS,
     find_prune_preset,
@@ -71,7 +71,7 @@ def test_netslim_finetunes_with_l1_only_in_the_authors_mode(name: str):
     preset = PRUNE_PRESETS[name]
     parent = PRESETS[preset.parent_preset]
     trained = dataclasses.replace(parent, **netslim_training(parent, preset.variant))
-    ft = _finetune_config(trained, get_method("netslim"), preset.variant, preset, None, None)
+    ft = finetune_config(trained, get_method("netslim"), preset.variant, preset, None, None)
     assert (ft.bn_l1 > 0) == (preset.variant == "authors")
     assert ft.optimizer == "adam"  # the sgd mode trains its parent with SGD, fine-tunes with the study's Adam
     if preset.variant == "authors":

@@ -93,15 +93,44 @@ def test_report_writes_the_issues_columns_and_per_image_recomputes_every_test(tm
         if np.ptp(cell["delta"]) > 0:
             assert stats.wilcoxon(cell["margin_model"], cell["margin_reference"]).pvalue == \
                 pytest.approx(row.p_wilcoxon, rel=1e-6)
-    for name in ("verdict_grid_dense", "figure4", "pareto_params", "pareto_macs"):
+    for name in ("verdict_grid_dense", "verdict_grid_control", "figure4", "pareto_params", "pareto_macs",
+                 "pareto_latency_cpu_ms", "pareto_level"):
         assert (out / f"{name}.png").stat().st_size > 0
         assert (out / f"{name}.svg").stat().st_size > 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["verdict_settings"]["n_boot"] == 500
     assert man["checkpoints"]
     assert man["packages"]["scipy"]
-    assert "no latency column in the store's models table: its Pareto view is skipped" in man["notes"]
+    assert man["notes"] == ["latency_gpu_ms is empty for every model: its Pareto view is skipped"]  # CPU study
+    assert set(v["reference"]) == {"dense", "control"}
     assert set(man["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
+
+
+def test_cost_views_read_every_cost_column_and_ring_the_pareto_front(seeds_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import duckdb
+
+    from mtlx_core.store import query
+
+    path = tmp_path / "costs.duckdb"
+    shutil.copy(seeds_store, path)
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE models SET latency_cpu_ms = 1 + 9 * (1 - target_sparsity)")
+    con.close()
+    store = query.open_store(path)
+    assert query.cost_axes(store) == ["params", "macs", "latency_cpu_ms", "level"]  # no GPU latency stored
+    pts = query.verdict_pareto(store, "irof")
+    assert set(pts["model_id"]) == {"d0", "d1", "c0", "c1", "p0_50", "p1_50", "p0_90", "p1_90"}
+    assert pts.set_index("model_id").loc["p0_90", "latency_cpu_ms"] == pytest.approx(1.9)
+    assert set(pts.loc[pts["model_id"] == "c0", "role"]) == {"control"}
+    # the 90 % models cost least (MACs), so nothing dominates them; a dense model is dominated by its own control
+    # only if the control is at least as good on every axis: the front is a non-empty proper subset
+    front = set(pts.loc[pts["front"], "model_id"])
+    assert {"p0_90", "p1_90"} & front
+    assert front < set(pts["model_id"])
+    with pytest.raises(ValueError, match="valid: irof"):
+        query.verdict_pareto(store, "nope")
 
 
 def test_report_on_a_missing_or_old_store_fails_cleanly_and_writes_nothing(tmp_path: Path,

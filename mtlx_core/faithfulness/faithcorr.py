@@ -9,7 +9,9 @@ every curve of an image (every map, ordering and target) shares the same perturb
 each run once per image. The curve is the task scalar over its clean value per run; ``score`` = Pearson's r
 between the runs' attribution sums (float32 sums of the max-normalised map broadcast to the channels) and
 their drops ``1 - c_r`` (Quantus: ``f_0 - f_r``; r is invariant to the positive scaling by ``f_0``);
-``score_norm`` = ``(r + 1) / 2``. A curve that never moves has no r: status ``undefined_score``.
+``score_norm`` = ``(r + 1) / 2``. A curve that never moves has no r: status ``undefined_score``; so has one that
+moves only by float rounding (peak-to-peak drop at most ``FLAT_CURVE`` = 1e-6, a few float32 ulps at 1: its r is
+the correlation of rounding noise, which two equivalent forwards do not reproduce).
 
 There is no ordering in the metric itself: the most relevant first row scores the map; the reversed row scores
 ``max(a) - a`` (r of the reversed row = -r up to rounding); a random ordering's map is scored like any map
@@ -37,6 +39,8 @@ from mtlx_core.faithfulness.reference_orders import (
 )
 
 FAITHCORR_FILLS: tuple[str, ...] = tuple(f for f in FILLS if f not in ("quantus", "road"))
+#: a drop curve whose peak-to-peak is at most this moved by float rounding only: no r (``undefined_score``)
+FLAT_CURVE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class FaithfulnessCorrelation(Metric):
     def summarise(self, curve: np.ndarray, plan: CurvePlan) -> tuple[float, float]:
         att = np.asarray(plan.extra["attribution_sums"])
         drop = 1.0 - np.asarray(curve, dtype=np.float64)
-        if np.ptp(drop) == 0 or np.ptp(att) == 0:
+        if np.ptp(drop) <= FLAT_CURVE or np.ptp(att) == 0:  # no movement beyond float rounding: r would be noise
             return float("nan"), float("nan")
         r = float(scipy.stats.pearsonr(att, drop)[0])
         return r, (r + 1.0) / 2.0

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=None,
                    help=f"DuckDB file to build (default: $MTLX_STORE or {DEFAULT_STORE})")
     p.add_argument("--images", type=int, help="validation images per arm (default: the preset's)")
+    p.add_argument("--seeds", type=int, help="dense models per arm, trained with different seeds and each pruned "
+                   "(replicates, D25; default: the preset's, 1 except demo_seeds); more seeds add to a store")
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="also explain at these registered Grad-CAM layers (layer ablation; 'all' = every registered "
                         "layer of each architecture; adds rows to an existing store); default: the preset's")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_precompute(preset, store, args.models_dir, device=args.device, images=args.images,
                        data=parse_data(args.data), progress=not args.no_progress,
-                       publish_every_s=args.publish_every, arms=args.arm or None)
+                       publish_every_s=args.publish_every, arms=args.arm or None, seeds=args.seeds)
     except (DatasetError, RunError, StoreError, StoreConflictError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

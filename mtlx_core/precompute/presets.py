@@ -5,9 +5,13 @@ its sparsity grid (``mtlx_core.prune.presets``), optionally with overrides that 
 :class:`ExplainSettings` fixes everything that changes an explanation or an IROF number (they are recorded in
 the store's ``meta`` and a store refuses to mix two settings) plus the number of images, which may grow.
 
+Every preset gives each arm a training-budget control (``controls``) and measures every model's latency
+(``latency``, D27).
+
 - ``smoke``: two tiny arms (SegNet-MTAN + FAMO + Network Slimming, DeepLab + DiSparse), one pruned level each,
   4 images of 32 x 64, 16 superpixels, both fill modes; for tests, well under a minute on 2 CPU cores.
-- ``demo``: the three arms of Table 1 on the synthetic rooms at demo scale, 44 validation images per arm.
+- ``demo``: the three arms of Table 1 on the synthetic rooms at demo scale, 44 validation images per arm;
+  ``demo_seeds``: the same with 3 training seeds per arm (``--seeds N`` gives any preset N seeds).
 - ``paper``, ``paper_nyuv2``, ``paper_cityscapes``: the arms at paper scale on the real datasets.
 """
 
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlx_core.explain.superpixels import SlicSettings
+from mtlx_core.prune.latency import LatencySettings
 from mtlx_core.prune.netslim import netslim_training
 from mtlx_core.prune.presets import DISPARSE_GRID, HRANK_GRID, L1_FILTER_GRID, NETSLIM_GRID, get_prune_preset
 from mtlx_core.train.config import get_preset, synth_cache
@@ -120,6 +125,14 @@ class StudyPreset:
     arms: tuple[ArmSpec, ...]
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     publish_every_s: float = 120.0  # also publish after every arm and at the end
+    #: each arm's training-budget control (the dense model fine-tuned with the arm's schedule at 0 % sparsity),
+    #: trained and explained after every arm's primary pass (``mtlx_core.prune.control``)
+    controls: bool = True
+    #: how every model's latency is measured (D27; ``mtlx_core.prune.latency``)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    #: replicates (D25): N dense models per arm, trained with the training preset's seed + 0..N-1, each pruned and
+    #: controlled; images are the same for every seed (paired within seed); ``--seeds`` overrides it
+    seeds: int = 1
 
 
 SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
@@ -172,13 +185,15 @@ _DEMO_EXPLAIN = ExplainSettings(
                     ("demo_segnet_mtan_hrank:depth", "dec_stage2"),
                     ("demo_segnet_mtan_hrank:normals", "task_att_dec1")),
     ablation_layers=("d11_conv2",),
-    # the metric family within the 20-minute budget (docs/demo_tuning.md, round 7): one random ordering for the
-    # curve metrics (the paper presets use D24's five), five for the localisation metrics (no forwards);
-    # Deletion and Insertion in 8 steps, most relevant first and random (AbPC comes from IROF's curves)
+    # the metric family within the 20-minute budget (docs/demo_tuning.md, rounds 7-8): two random orderings for
+    # IROF (one left FAMO's segmentation margin at p = 0.05 on held-out images, two at p = 0.018), one for
+    # Deletion and Insertion (the paper presets use D24's five), five for the localisation metrics (no
+    # forwards); Deletion and Insertion in 8 steps, most relevant first and random (AbPC: IROF's curves)
     # DeepLab's graphs (no max-unpool) with BN folded, channels-last: 2.6x faster units (round 8)
     rounding="tie_safe",
-    metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"), n_random=1,
-    metric_options=(*((m, (("n_steps", 8), ("orderings", ("morf", "random")))) for m in ("deletion", "insertion")),
+    metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"), n_random=2,
+    metric_options=(*((m, (("n_steps", 8), ("orderings", ("morf", "random")), ("n_random", 1)))
+                      for m in ("deletion", "insertion")),
                     *((m, (("n_random", 5),)) for m in ("rma", "pointing", "leakage"))))
 #: paper scale: D11's layers are primary, every registered layer is computed too (the layer ablation)
 _PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",),
@@ -207,6 +222,8 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                 (_ARMS_PAPER[0], *_ARMS_PAPER[3:]), _PAPER_EXPLAIN, publish_every_s=600.0),
     StudyPreset("paper_cityscapes", "the Cityscapes arms at paper scale (Network Slimming, decoupled and authors)",
                 _ARMS_PAPER[1:3], _PAPER_EXPLAIN, publish_every_s=600.0),
+    StudyPreset("demo_seeds", "the demo with 3 training seeds per arm (replicates: pooled verdict, per-seed rows)",
+                _ARMS_DEMO, _DEMO_EXPLAIN, seeds=3),
 )}
 
 
@@ -235,4 +252,9 @@ def describe(preset: StudyPreset) -> str:
     lines.append(f"  Grad-CAM layer {layers}; ablation layers {', '.join(e.ablation_layers) or 'none'}")
     lines.append(f"  metrics {', '.join(e.metric_names())}; orderings {'/'.join(e.orderings)} "
                  f"({e.n_random} random); depth floor {'/'.join(e.depth_floors)}")
+    lat = preset.latency
+    seeds = f"{preset.seeds} seeds per arm; " if preset.seeds > 1 else ""
+    control = "a training-budget control per arm; " if preset.controls else ""
+    lines.append(f"  {seeds}{control}latency: batch {lat.batch}, {lat.threads} CPU thread(s), median of {lat.runs} "
+                 f"runs after {lat.warmup} warm-up")
     return "\n".join(lines)

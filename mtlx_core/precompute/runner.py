@@ -2,9 +2,12 @@
 
 Order inside an arm: train the dense model, store the image batches (PNG + SLIC), draw the dense model's
 targets over the whole image sample, explain the dense model on every batch at its primary layers, then for
-each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps). When every arm is
-complete (and published), a second pass adds the ablation layers of every model, arm by arm, so the study is
-browsable before the layer ablation. Each unit's rows and journal row are one transaction
+each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps). Every model's row
+carries its cost axes (parameters, MACs, measured latency; ``units.model_costs``). When every arm is complete
+(and published), a second pass trains and explains each arm's training-budget control (the dense model
+fine-tuned with the arm's fine-tuning schedule at 0 % sparsity, ``mtlx_core.prune.control``; similarity to the
+dense maps too), and a third adds the ablation layers of every model, arm by arm, so the first arm is browsable
+as soon as its primary pass is done. Each unit's rows and journal row are one transaction
 (``StoreWriter.commit``); a snapshot is published after every arm, every ``publish_every_s`` seconds and at the
 end.
 """
@@ -15,22 +18,19 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from mtlx_core.data.dataset import DatasetError
 from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.explain.target_draw import TargetDraw
-from mtlx_core.models.layers import layer_labels
 from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
 from mtlx_core.precompute.faith_rows import metric_sets
+from mtlx_core.precompute.plan import Clock, PrecomputeResult, arm_config, check_data, check_layers
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
-from mtlx_core.precompute.summary import format_summary, summarize, verdict_summary
+from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import (
     Batch,
     DenseMaps,
@@ -42,62 +42,24 @@ from mtlx_core.precompute.units import (
     slic_key,
     verify_checkpoint,
 )
+from mtlx_core.prune.control import control_run
 from mtlx_core.prune.pipeline import prune_run
 from mtlx_core.runs import load_run
 from mtlx_core.store.writer import StoreWriter, UnitRows
 from mtlx_core.tasks import build_tasks
-from mtlx_core.train import TrainConfig, resolve_config, train
+from mtlx_core.train import TrainConfig, train
 from mtlx_core.train.loop import prepare_data, resolve_device
 
 logger = logging.getLogger(__name__)
 
-DATA_HINTS = {"nyuv2": "python -m mtlx_core.data convert-nyuv2 --manifest frames.csv --out {root}",
-              "cityscapes": "python -m mtlx_core.data convert-cityscapes --root /path/to/cityscapes --out {root}"}
-
-
-class _Clock:
-    """Wall and process CPU seconds since creation."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.monotonic(), time.process_time()
-
-    def spent(self) -> tuple[float, float]:
-        return time.monotonic() - self.wall, time.process_time() - self.cpu
-
-
-@dataclass
-class PrecomputeResult:
-    store: Path
-    executed: Counter = field(default_factory=Counter)  # units run in this call, per kind
-    skipped: set[str] = field(default_factory=set)  # units found in the journal
-    seconds: float = 0.0
-    published_at: dict[str, float] = field(default_factory=dict)  # arm_id -> seconds after start
-    summary: list[dict[str, Any]] = field(default_factory=list)
-    timing: list[tuple[str, int, float, float]] = field(default_factory=list)  # kind, units, wall s, CPU s (store)
-
-
-def arm_config(arm: ArmSpec, data: dict[str, str], device: str) -> TrainConfig:
-    dataset = resolve_config(arm.train_preset).dataset
-    root = data.get(dataset, data.get("*"))
-    return resolve_config(arm.train_preset, **{**arm.train_overrides, "data_root": root, "device": device})
-
-
-def check_data(arms: list[ArmSpec], data: dict[str, str]) -> None:
-    """Every real dataset the arms need must be there before any work starts."""
-    for arm in arms:
-        cfg = arm_config(arm, data, "cpu")
-        root = Path(cfg.data_root)
-        if cfg.synth is None and not (root / "val").is_dir():
-            hint = DATA_HINTS.get(cfg.dataset, "python -m mtlx_core.data").format(root=root)
-            raise DatasetError(f"data folder {root} does not exist or has no val/ split: arm {arm.arm_id} needs the "
-                               f"{cfg.dataset} dataset in the MTAN layout there; convert it with `{hint}` or pass "
-                               f"--data {cfg.dataset}=PATH")
+__all__ = ["PrecomputeResult", "Runner", "arm_config", "check_data", "run_precompute"]
 
 
 class Runner:
     def __init__(self, preset: StudyPreset, store: Path, models_dir: Path, device: str = "auto",
                  images: int | None = None, data: dict[str, str] | None = None, progress: bool = True,
-                 publish_every_s: float | None = None, arms: list[str] | None = None) -> None:
+                 publish_every_s: float | None = None, arms: list[str] | None = None, seeds: int | None = None
+                 ) -> None:
         self.preset, self.store, self.models_dir = preset, Path(store), Path(models_dir)
         valid = [a.arm_id for a in preset.arms]
         unknown = sorted(set(arms or ()) - set(valid))
@@ -110,25 +72,16 @@ class Runner:
         if self.n_images < 1:
             raise ValueError(f"--images must be at least 1, got {self.n_images}")
         self.data = data or {}
+        self.seeds = preset.seeds if seeds is None else seeds
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         self.progress = progress
         self.publish_every_s = preset.publish_every_s if publish_every_s is None else publish_every_s
         self.result = PrecomputeResult(self.store)
         self.skey = slic_key(self.settings.slic)
         self.metrics = self.settings.metric_names()
         metric_sets(self.settings)  # options and dependencies checked before any work starts
-        self._check_layers()
-
-    def _check_layers(self) -> None:
-        """Every requested ablation layer is registered by at least one architecture of the preset's arms (a shard
-        of one arm skips the layers its architecture does not have, as the whole study does)."""
-        archs = {a.arm_id: resolve_config(a.train_preset, **a.train_overrides).arch for a in self.preset.arms}
-        registered = {arch: layer_labels(arch) for arch in set(archs.values())}
-        known = {lay for labels in registered.values() for lay in labels}
-        unknown = [lay for lay in self.settings.ablation_layers if lay != "all" and lay not in known]
-        if unknown:
-            valid = "; ".join(f"{arch}: {', '.join(labels)}" for arch, labels in sorted(registered.items()))
-            raise ValueError(f"unknown Grad-CAM layer(s) {', '.join(unknown)}; registered layers per architecture: "
-                             f"{valid} (or 'all')")
+        check_layers(preset)
 
     # --- plumbing ---------------------------------------------------------------------------------------
     def _commit(self, unit: UnitRows) -> None:
@@ -168,6 +121,11 @@ class Runner:
                 self._publish()
                 self.result.published_at[arm.arm_id] = time.monotonic() - t0
                 logger.info("arm %s complete and published after %.0f s", arm.arm_id, time.monotonic() - t0)
+            if self.preset.controls:  # the training-budget controls once every arm's study is browsable
+                for pos, arm in self.arms:
+                    self._run_arm(pos, arm, "control")
+                    self._publish()
+                    logger.info("control of arm %s published after %.0f s", arm.arm_id, time.monotonic() - t0)
             if self.settings.ablation_layers:  # the layer ablation once every arm's study is browsable
                 for pos, arm in self.arms:
                     self._run_arm(pos, arm, "ablation")
@@ -186,20 +144,15 @@ class Runner:
             raise
         self.w.close(remove_work=True)
         self.result.seconds = time.monotonic() - t0
-        logger.info("study summary (normalised scores at the primary layer; margin = over the mean of the random "
-                    "orderings; 95 %% bootstrap CI over images):\n%s", format_summary(self.result.summary))
-        logger.info("verdict (docs/verdict.md; v lower, ^ higher, = equivalent, ? inconclusive, x: task metric no "
-                    "better than trivial):\n%s", verdict)
-        for kind, n, wall, cpu in self.result.timing:
-            logger.info("store total, %-7s units: %3d, %7.1f s wall, %7.1f s CPU", kind, n, wall, cpu)
-        logger.info("%s: %d units run (%s), %d already done, %.1f s", self.store, sum(self.result.executed.values()),
-                    dict(self.result.executed), len(self.result.skipped), self.result.seconds)
+        log_result(self.result, verdict)
         return self.result
 
     # --- one arm ----------------------------------------------------------------------------------------
     def _run_arm(self, pos: int, arm: ArmSpec, phase: str) -> None:
         """``primary``: train, images, targets, then per model prune and explain at the primary layers;
-        ``ablation``: the ablation layers of every model of the arm (everything else is in the journal)."""
+        ``control``: the arm's training-budget control, trained and explained at the primary layers;
+        ``ablation``: the ablation layers of every model of the arm, control included (everything else is in the
+        journal)."""
         cfg = arm_config(arm, self.data, self.device)
         if cfg.synth is not None and not Path(cfg.data_root).exists():
             from mtlx_core.data.synth import generate_synth
@@ -212,34 +165,51 @@ class Runner:
         batches = make_batches(val, self.n_images, self.settings.batch_images, self.settings.slic,
                                self.settings.seed, self.settings.image_sample)
         input_shape = tuple(batches[0].images.shape[1:])
-        dense_id = cfg.run_id()
-        uid = f"train:{arm.arm_id}:{dense_id}"
-        if not self._is_done(uid):
-            t = _Clock()
-            res = train(cfg, self.models_dir, progress=self.progress)
-            rows = model_rows(arm, res.run_id, self.models_dir, tasks, 0.0, input_shape)
-            rows["arms"] = [arm_row(arm, pos, rows["models"][0])]
-            self._commit(UnitRows(uid, "train", rows, arm.arm_id, res.run_id, {"preset": cfg.preset},
-                                  *t.spent()))
         for b in batches:
             uid = f"images:{b.key}"
             if not self._is_done(uid):
-                t = _Clock()
+                t = Clock()
                 self._commit(UnitRows(uid, "images", images_unit(b, spec.name, self.settings.slic), arm.arm_id,
                                       None, {"indices": b.indices, "image_ids": b.image_ids},
                                       *t.spent()))
+        for k in range(self.seeds):  # replicates: the dense model trained with the preset's seed + k, each pruned
+            seed_cfg = cfg if k == 0 else arm_config(arm, self.data, self.device, k)
+            self._run_seed(pos, arm, phase, seed_cfg, spec, tasks, batches, input_shape, first=k == 0)
+
+    def _run_seed(self, pos: int, arm: ArmSpec, phase: str, cfg: TrainConfig, spec: Any, tasks: dict,
+                  batches: list[Batch], input_shape: tuple[int, ...], first: bool) -> None:
+        """One dense model of the arm (one seed; ``first``: the arm's own, in ``arms``) and everything pruned from
+        it, in ``phase``."""
+        dense_id = cfg.run_id()
+        uid = f"train:{arm.arm_id}:{dense_id}"
+        if not self._is_done(uid):
+            t = Clock()
+            res = train(cfg, self.models_dir, progress=self.progress)
+            rows = model_rows(arm, res.run_id, self.models_dir, tasks, 0.0, input_shape, self.device,
+                              self.preset.latency)
+            if first:
+                rows["arms"] = [arm_row(arm, pos, rows["models"][0])]
+            self._commit(UnitRows(uid, "train", rows, arm.arm_id, res.run_id, {"preset": cfg.preset,
+                                                                              "seed": cfg.seed}, *t.spent()))
         self._draw_targets(arm, spec, dense_id, batches)
-        levels = [s for s in arm.sparsities if s > 0]
-        what = "explain" if phase == "primary" else "layers"
-        bar = tqdm(total=(1 + len(levels)) * len(batches), desc=f"[{pos + 1}/{len(self.preset.arms)}] "
-                   f"{arm.arm_id} {what}", unit="batch", disable=not self.progress, dynamic_ncols=True)
+        levels = [s for s in arm.sparsities if s > 0] if phase != "control" else []
+        with_control = phase == "control" or (phase == "ablation" and self.preset.controls)
+        what = {"primary": "explain", "control": "control", "ablation": "layers"}[phase]
+        n_models = (0 if phase == "control" else 1 + len(levels)) + int(with_control)
+        seed = f" seed {cfg.seed}" if self.seeds > 1 else ""
+        bar = tqdm(total=n_models * len(batches), desc=f"[{pos + 1}/{len(self.preset.arms)}] "
+                   f"{arm.arm_id}{seed} {what}", unit="batch", disable=not self.progress, dynamic_ncols=True)
         # every model of an arm has the dense model's architecture and tasks, hence its layer plan
-        layers = ([] if phase == "primary" else layer_plan(load_run(dense_id, self.models_dir).model,
-                                                           tasks, self.settings, arm.arm_id).ablation_layers)
+        layers = ([] if phase != "ablation" else layer_plan(load_run(dense_id, self.models_dir).model,
+                                                            tasks, self.settings, arm.arm_id).ablation_layers)
         try:
-            self._explain_model(arm, spec, dense_id, None, batches, bar, layers)
+            if phase != "control":
+                self._explain_model(arm, spec, dense_id, None, batches, bar, layers)
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
+            if with_control:
+                model_id = self._control(arm, cfg, dense_id, tasks, input_shape)
                 self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
         finally:
             bar.close()
@@ -249,14 +219,33 @@ class Runner:
         tag = arm.method + (f"-{arm.variant}" if arm.variant else "")
         uid = f"prune:{dense_id}:{tag}:{sparsity:g}:{arm.finetune_iterations or arm.prune_preset or 'default'}"
         if not self._is_done(uid):
-            t = _Clock()
+            t = Clock()
             res = prune_run(dense_id, arm.method, sparsity, variant=arm.variant,
                             finetune_iterations=arm.finetune_iterations, preset=arm.prune_preset,
                             models_dir=self.models_dir, device=self.device, data_root=cfg.data_root,
                             progress=self.progress)
-            rows = model_rows(arm, res.run_id, self.models_dir, tasks, sparsity, input_shape)
+            rows = model_rows(arm, res.run_id, self.models_dir, tasks, sparsity, input_shape, self.device,
+                              self.preset.latency)
             self._commit(UnitRows(uid, "prune", rows, arm.arm_id, res.run_id,
                                   {"parent": dense_id, "sparsity": sparsity}, *t.spent()))
+        model_id = self.done[uid]
+        assert model_id is not None
+        return model_id
+
+    def _control(self, arm: ArmSpec, cfg: TrainConfig, dense_id: str, tasks: dict,
+                 input_shape: tuple[int, ...]) -> str:
+        """The arm's training-budget control (``mtlx_core.prune.control``): one ``control`` unit."""
+        tag = arm.method + (f"-{arm.variant}" if arm.variant else "")
+        uid = f"control:{dense_id}:{tag}:{arm.finetune_iterations or arm.prune_preset or 'default'}"
+        if not self._is_done(uid):
+            t = Clock()
+            res = control_run(dense_id, arm.method, variant=arm.variant, finetune_iterations=arm.finetune_iterations,
+                              preset=arm.prune_preset, models_dir=self.models_dir, device=self.device,
+                              data_root=cfg.data_root, progress=self.progress)
+            rows = model_rows(arm, res.run_id, self.models_dir, tasks, 0.0, input_shape, self.device,
+                              self.preset.latency)
+            self._commit(UnitRows(uid, "control", rows, arm.arm_id, res.run_id,
+                                  {"parent": dense_id, "method": tag}, *t.spent()))
         model_id = self.done[uid]
         assert model_id is not None
         return model_id
@@ -270,7 +259,7 @@ class Runner:
         uid = f"targets:{dense_id}:{key}"
         if self._is_done(uid):
             return
-        t = _Clock()
+        t = Clock()
         run = load_run(dense_id, self.models_dir)
         explainer = ModelExplainer(run, explain_tasks(run, spec, self.settings), self.settings, self.device,
                                    arm.arm_id)
@@ -296,7 +285,7 @@ class Runner:
             sps = stored_superpixels(self.w.con, b, self.skey, self.settings.slic)
             uid = f"explain:{model_id}:{b.key}"
             if not self._is_done(uid):
-                t = _Clock()
+                t = Clock()
                 con = self.w.con
                 dense = DenseMaps(dense_id, dense_maps(con, dense_id, b, self.done)) if dense_id is not None else None
                 limited = self.settings.max_targets is not None
@@ -309,7 +298,7 @@ class Runner:
                 uid = f"layer:{model_id}:{b.key}:{lay}"
                 if self._is_done(uid):
                     continue
-                t = _Clock()
+                t = Clock()
                 rows = explainer.run_layer(model_id, b, sps, self.skey, lay, explained_targets(self.w.con, model_id, b))
                 self._commit(UnitRows(uid, "layer", rows, arm.arm_id, model_id,
                                       {"batch": b.key, "indices": b.indices, "layer": lay}, *t.spent()))

@@ -9,6 +9,7 @@ resamples whole images.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import duckdb
@@ -16,6 +17,9 @@ import numpy as np
 
 from mtlx_core.store.aggregate import mean_interval, per_image
 from mtlx_core.store.faith import target_scores_sql
+from mtlx_core.store.verdict_data import IS_CONTROL_SQL
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT_VARIANT = ("SELECT variant FROM faithfulness WHERE metric = ? GROUP BY variant "
                     "ORDER BY variant LIKE '%depth_floor=%', variant NOT LIKE '%fill=quantus%', variant LIMIT 1")
@@ -33,7 +37,7 @@ def summarize(con: duckdb.DuckDBPyConnection, metric: str = "irof", variant: str
         f"WITH t AS ({target_scores_sql('score_norm')}) SELECT a.position, m.arm_id, m.model_id, "
         "m.target_sparsity, m.achieved_sparsity, t.task, t.image_id, t.target_id, t.explainer_value, t.random, "
         "t.reversed, t.margin FROM t JOIN models m USING (model_id) JOIN arms a ON a.arm_id = m.arm_id "
-        "WHERE t.layer_role = 'primary' AND t.explainer = 'gradcam' "
+        f"WHERE t.layer_role = 'primary' AND t.explainer = 'gradcam' AND NOT {IS_CONTROL_SQL} "
         "ORDER BY a.position, m.target_sparsity, t.task, t.image_id, t.target_id", [metric, variant, metric]).df()
     primary = {(m, t): (k, v) for m, t, k, v in con.execute(
         "SELECT model_id, task, metric, value FROM task_metrics WHERE is_primary").fetchall()}
@@ -78,7 +82,8 @@ VERDICT_MARKS = {"lower": "v", "higher": "^", "equivalent": "=", "inconclusive":
 def verdict_summary(con: duckdb.DuckDBPyConnection, n_boot: int = 10_000) -> str:
     """The verdict grid (D25, ``mtlx_core.store.verdict``) as text: one line per arm, reference and level, one
     column per task and metric; ``v`` lower, ``^`` higher, ``=`` equivalent, ``?`` inconclusive, ``x`` after the
-    mark: the model's task metric is no better than the trivial predictor's, ``.``: no data."""
+    mark: the model's task metric is no better than the trivial predictor's, ``.``: no data. Level ``ctrl``: the
+    arm's training-budget control against the dense model."""
     from mtlx_core.stats.verdict import VerdictSettings
     from mtlx_core.store.verdict import compute_verdict
     from mtlx_core.store.verdict_data import ConnectionReader
@@ -95,6 +100,19 @@ def verdict_summary(con: duckdb.DuckDBPyConnection, n_boot: int = 10_000) -> str
     for (arm, ref, level), g in cells.groupby(["arm_id", "reference", "level"], sort=True):
         by = {(t, m): VERDICT_MARKS[v] + ("x" if trivial else "") for t, m, v, trivial in
               g[["task", "metric", "verdict", "no_better_than_trivial"]].itertuples(index=False)}
-        lines.append(f"{arm[:32]:<32} {ref:<7} {level * 100:>5.4g}% "
+        shown = "ctrl" if level == 0 else f"{level * 100:.4g}%"  # level 0: the control against the dense model
+        lines.append(f"{arm[:32]:<32} {ref:<7} {shown:>6} "
                      + " ".join(f"{by.get(c, '.'):>{width}}" for c in cols))
     return "\n".join(lines)
+
+
+def log_result(result: Any, verdict: str) -> None:
+    """Log a finished precompute (``PrecomputeResult``): the summary, the verdict grid, time per unit kind."""
+    logger.info("study summary (normalised scores at the primary layer; margin = over the mean of the random "
+                "orderings; 95 %% bootstrap CI over images):\n%s", format_summary(result.summary))
+    logger.info("verdict (docs/verdict.md; v lower, ^ higher, = equivalent, ? inconclusive, x: task metric no "
+                "better than trivial):\n%s", verdict)
+    for kind, n, wall, cpu in result.timing:
+        logger.info("store total, %-7s units: %3d, %7.1f s wall, %7.1f s CPU", kind, n, wall, cpu)
+    logger.info("%s: %d units run (%s), %d already done, %.1f s", result.store, sum(result.executed.values()),
+                dict(result.executed), len(result.skipped), result.seconds)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from mtlx_core.explain.superpixels import SlicSettings, compute_superpixels
 from mtlx_core.explain.target_draw import sample_images
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings
+from mtlx_core.prune.latency import LatencySettings, model_latency
 from mtlx_core.prune.record import PruningRecord
 from mtlx_core.runs import (
     CONFIG_FILE,
@@ -109,18 +111,38 @@ def images_unit(batch: Batch, dataset: str, slic: SlicSettings) -> dict[str, lis
 
 # --- model rows ------------------------------------------------------------------------------------------
 
+def model_costs(model: torch.nn.Module, input_shape: tuple[int, ...], device: str,
+                latency: LatencySettings | None = None) -> dict[str, Any]:
+    """The measured cost columns of a model (D27): CPU latency of its deployed form, GPU latency when ``device``
+    is CUDA (else None), and how they were measured (``cost_settings``)."""
+    s = latency or LatencySettings()
+    cpu = model_latency(model, input_shape, "cpu", s)
+    gpu = None
+    info: dict[str, Any] = {**s.to_dict(), "input_shape": list(input_shape), "torch": torch.__version__,
+                            "cpu": platform.processor() or platform.machine()}
+    if torch.device(device).type == "cuda":
+        gpu = model_latency(model, input_shape, device, s)
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return {"latency_cpu_ms": cpu, "latency_gpu_ms": gpu, "cost_settings": json.dumps(info, sort_keys=True)}
+
+
 def model_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, Task], target_sparsity: float,
-               input_shape: tuple[int, ...]) -> dict[str, list[dict[str, Any]]]:
-    """``models`` and ``task_metrics`` rows of a finished run folder."""
+               input_shape: tuple[int, ...], device: str = "cpu", latency: LatencySettings | None = None
+               ) -> dict[str, list[dict[str, Any]]]:
+    """``models`` and ``task_metrics`` rows of a finished run folder, with its cost axes (D27): parameters and
+    MACs at ``input_shape`` (a pruned or control run's from its ``PruningRecord``, which counts them with the same
+    functions on the model it trained: unstructured models count their non-zero weights), and latency."""
     path = run_dir(run_id, models_dir)
     config, metrics = read_json(path / CONFIG_FILE), read_json(path / METRICS_FILE)
     pruning = PruningRecord.from_dict(config["pruning"]) if config.get("pruning") else None
+    model = load_run(run_id, models_dir).model
     if pruning is not None:  # the typed record, stored back in its canonical form (models.config)
         config = {**config, "pruning": pruning.to_dict()}
         params, macs = pruning.params_after, pruning.macs_after
         achieved, channels = pruning.achieved_sparsity, pruning.channels_removed
+        if tuple(pruning.input_shape) != tuple(input_shape):
+            macs = count_macs(model, input_shape)  # the study's input size, not the training crop's
     else:
-        model = load_run(run_id, models_dir).model
         params, macs, achieved, channels = count_params(model), count_macs(model, input_shape), 0.0, 0.0
     train = config["train"]
     row = {"model_id": run_id, "arm_id": arm.arm_id, "run_id": run_id, "arch": config["architecture"]["arch"],
@@ -130,7 +152,8 @@ def model_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, Tas
            "params": params, "macs": macs, "parent_id": config.get("parent_id"),
            "checkpoint": str(path / MODEL_FILE), "checkpoint_sha256": state_hash(safe_torch_load(path / MODEL_FILE)),
            "config": json.dumps(config, sort_keys=True), "seed": int(config.get("seed", train["seed"])),
-           "code_version": config.get("code_version", code_version())}
+           "code_version": config.get("code_version", code_version()),
+           **model_costs(model, input_shape, device, latency)}
     rows = {"models": [row], "task_metrics": _metric_rows(run_id, metrics["metrics"], tasks)}
     if not pruning and "baselines" in metrics:
         rows["task_metrics"] += _metric_rows(f"trivial:{config['dataset']}", metrics["baselines"], tasks)

@@ -1,7 +1,8 @@
 """Pruning of trained multi-task models: methods as registered strategies (``PRUNING_METHODS``).
 
 - ``prune_run(parent_id, method, sparsity, ...)``: prune a stored run, fine-tune it, store the new run with its
-  ``PruningRecord``;
+  ``PruningRecord``; ``control_run(parent_id, method, ...)``: its training-budget control (0 % sparsity, the same
+  fine-tuning);
 - ``PRUNING_METHODS`` / ``get_method``: DiSparse (unstructured), Network Slimming (modes ``decoupled``,
   ``authors``, ``sgd``: D23), HRank and L1-norm filters (structured, channels removed physically);
 - ``PRUNE_PRESETS``: the arms of the study's Table 1 (paper and demo scale);
@@ -14,6 +15,7 @@ backbone there; HRank and L1-norm filters also prune the ASPP hidden layers.
 """
 
 from mtlx_core.prune.channels import ChannelGroup, ChannelPlan, Producer, prune_channels, zero_channels
+from mtlx_core.prune.control import control_run
 from mtlx_core.prune.disparse import calibrated_masks, disparse_masks, magnitude_scores, snip_scores
 from mtlx_core.prune.groups import channel_plan
 from mtlx_core.prune.hrank import ROUND_SPARSITIES, feature_map_ranks, hrank_keep
@@ -29,7 +31,8 @@ from mtlx_core.prune.registry import PRUNING_METHODS, get_method
 __all__ = [
     "PRUNE_PRESETS", "PRUNING_METHODS", "ROUND_SPARSITIES", "BnL1", "ChannelGroup", "ChannelPlan", "MaskCallback",
     "Producer", "PrunePreset", "PruningMethod", "PruningRecord", "Selection", "SelectionContext", "calibrated_masks",
-    "channel_plan", "check_request", "disparse_masks", "feature_map_ranks", "find_prune_preset", "get_method",
+    "channel_plan", "check_request", "control_run", "disparse_masks", "feature_map_ranks", "find_prune_preset",
+    "get_method",
     "hrank_keep", "l1_filter_keep", "magnitude_scores", "netslim_keep", "netslim_training", "prune_channels",
     "prune_run", "snip_scores", "weight_sparsity", "zero_channels",
 ]

@@ -108,7 +108,28 @@ def _apply(method: PruningMethod, sel: Selection, ctx: SelectionContext, input_s
     return model, [MaskCallback(sel.masks)], info
 
 
-def _finetune_config(parent_cfg: TrainConfig, method: PruningMethod, variant: str | None, preset: PrunePreset,
+def resolve_preset(parent_cfg: TrainConfig, parent_id: str, method: str, variant: str | None,
+                   preset: str | None) -> PrunePreset:
+    """The pruning preset of a request: ``preset`` (it must match the parent and method), else the study's preset
+    of (parent training preset, method, variant), else the default recipe."""
+    if preset is None:
+        return (find_prune_preset(parent_cfg.preset, method, variant)
+                or default_preset(parent_cfg.preset, parent_cfg.iterations, method, variant))
+    p = get_prune_preset(preset)
+    if (p.parent_preset, p.method, p.variant) != (parent_cfg.preset, method, variant):
+        raise ValueError(f"preset {preset!r} prunes {p.parent_preset} runs with {p.method}"
+                         f"{' ' + p.variant if p.variant else ''}; run {parent_id!r} is a {parent_cfg.preset} "
+                         f"run and {method}{' ' + variant if variant else ''} was requested")
+    return p
+
+
+def finetune_record(ft: TrainConfig, variant: str | None) -> FinetuneRecord:
+    return FinetuneRecord(ft.optimizer, ft.iterations, ft.lr, ft.lr_step, ft.lr_gamma, ft.batch_size,
+                          ft.weight_decay, ft.bn_l1, ft.bn_l1_mode, ft.weighting,
+                          "dense initialisation" if variant == "static" else "parent weights")
+
+
+def finetune_config(parent_cfg: TrainConfig, method: PruningMethod, variant: str | None, preset: PrunePreset,
                      iterations: int | None, device: str | None) -> TrainConfig:
     changes = {**method.finetune_overrides(parent_cfg, variant), **preset.finetune}
     if iterations is not None:
@@ -122,7 +143,7 @@ def _finetune_config(parent_cfg: TrainConfig, method: PruningMethod, variant: st
     return dataclasses.replace(parent_cfg, **changes)
 
 
-def _parent_config(parent_id: str, models_dir: str | Path, data_root: str | None) -> tuple[TrainConfig, str]:
+def parent_config(parent_id: str, models_dir: str | Path, data_root: str | None) -> tuple[TrainConfig, str]:
     parent_path = run_dir(parent_id, models_dir)
     if not is_complete(parent_path):
         load_run(parent_id, models_dir)  # raises the clear error (missing: lists the available runs)
@@ -144,22 +165,14 @@ def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | No
               progress: bool = False) -> TrainResult:
     """Prune run ``parent_id`` with ``method`` at ``sparsity`` and fine-tune it; returns the new run."""
     m = check_request(method, sparsity, variant)
-    parent_cfg, arch = _parent_config(parent_id, models_dir, data_root)
+    parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
     if arch not in m.architectures:
         raise ValueError(f"method {method!r} does not support architecture {arch!r}; supported: "
                          f"{', '.join(m.architectures)}")
     variant = variant if variant is not None else m.default_variant(parent_cfg)
     m.check_parent(parent_cfg, variant, parent_id)
-    if preset is not None:
-        p = get_prune_preset(preset)
-        if (p.parent_preset, p.method, p.variant) != (parent_cfg.preset, method, variant):
-            raise ValueError(f"preset {preset!r} prunes {p.parent_preset} runs with {p.method}"
-                             f"{' ' + p.variant if p.variant else ''}; run {parent_id!r} is a {parent_cfg.preset} "
-                             f"run and {method}{' ' + variant if variant else ''} was requested")
-    else:
-        p = (find_prune_preset(parent_cfg.preset, method, variant)
-             or default_preset(parent_cfg.preset, parent_cfg.iterations, method, variant))
-    ft = _finetune_config(parent_cfg, m, variant, p, finetune_iterations, device)
+    p = resolve_preset(parent_cfg, parent_id, method, variant, preset)
+    ft = finetune_config(parent_cfg, m, variant, p, finetune_iterations, device)
     root_id = parent_id
     previous = m.previous_level(sparsity)
     if previous is not None:
@@ -186,9 +199,7 @@ def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | No
         method=method, variant=variant, structured=m.structured, target_sparsity=float(sparsity), preset=p.name,
         root_parent_id=root_id, input_shape=input_shape,
         netslim_mode=variant if method == "netslim" else None,
-        finetune=FinetuneRecord(ft.optimizer, ft.iterations, ft.lr, ft.lr_step, ft.lr_gamma, ft.batch_size,
-                                ft.weight_decay, ft.bn_l1, ft.bn_l1_mode, ft.weighting,
-                                "dense initialisation" if variant == "static" else "parent weights"),
+        finetune=finetune_record(ft, variant),
         **info)
     logger.info("%s %s%s at %.4g: achieved %.4f, params %d -> %d, MACs %d -> %d; removed per module kind: %s",
                 parent_id, method, f" ({variant})" if variant else "", sparsity, record.achieved_sparsity,

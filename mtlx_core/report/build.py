@@ -86,7 +86,7 @@ def _figures(store: query.Store, v: StudyVerdict, folder: Path, pareto_metric: s
     if pmetric not in {lab for _, _, lab in v.labels}:
         raise ValueError(f"unknown --pareto-metric {pmetric!r}; valid: {', '.join(lab for _, _, lab in v.labels)}")
     points = figures.pareto_points(models, v.model_margins, pmetric, front_cost)
-    for axis in costs:
+    for axis in [*costs, "level"]:  # the cost axes, then the nominal sparsity
         if points[axis].notna().any():
             written += figures.save(figures.pareto_figure(points, axis, pmetric, sorted(set(points["task"]))),
                                     folder, f"pareto_{axis}")

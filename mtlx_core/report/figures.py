@@ -19,13 +19,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from mtlx_core.stats.pareto import pareto_front
+from mtlx_core.stats.pareto import COST_AXES, LOG_AXES
+from mtlx_core.stats.pareto import pareto_points as pareto_points
 
 logger = logging.getLogger(__name__)
 
 VERDICT_COLORS = {"lower": "#d62728", "higher": "#2ca02c", "equivalent": "#1f77b4", "inconclusive": "#d9d9d9"}
 NO_DATA = "#ffffff"
-COST_LABELS = {"params": "parameters", "macs": "MACs"}
+COST_LABELS = COST_AXES
 
 
 def save(fig: Figure, folder: Path, name: str) -> list[Path]:
@@ -92,8 +93,9 @@ def figure4(f4: pd.DataFrame, tasks: list[str], metrics: list[str]) -> Figure:
 
 
 def pareto_figure(points: pd.DataFrame, axis: str, metric: str, tasks: list[str]) -> Figure:
-    """Per task: the faithfulness margin (``metric``) and the task metric against the cost ``axis`` (log scale),
-    one colour per arm; ringed: the Pareto front of (task metric, margin, MACs) (``points.front``)."""
+    """Per task: the faithfulness margin (``metric``) and the task metric against the cost ``axis`` (log scale;
+    ``level``, the nominal sparsity: linear), one colour per arm; ringed: the Pareto front of (task metric,
+    margin, MACs) (``points.front``)."""
     fig, axes = plt.subplots(2, len(tasks), figsize=(3.4 * len(tasks), 5.2), squeeze=False)
     arms = list(dict.fromkeys(points["arm_id"]))
     colors = {a: plt.get_cmap("tab10")(k % 10) for k, a in enumerate(arms)}
@@ -105,7 +107,8 @@ def pareto_figure(points: pd.DataFrame, axis: str, metric: str, tasks: list[str]
                 ax.scatter(g[axis], g[col], s=18, color=colors[arm], label=arm)
                 f = g[g["front"]]
                 ax.scatter(f[axis], f[col], s=70, facecolors="none", edgecolors="black", linewidths=0.8)
-            ax.set_xscale("log")
+            if axis in LOG_AXES:
+                ax.set_xscale("log")
             ax.tick_params(labelsize=7)
             ax.set_xlabel(COST_LABELS.get(axis, axis), fontsize=8)
             if j == 0:
@@ -129,16 +132,3 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="upper center", ncol=3, fontsize=7,
                    bbox_to_anchor=(0.5, 1.04))
-
-
-def pareto_points(models: pd.DataFrame, margins: pd.DataFrame, metric: str, front_cost: str) -> pd.DataFrame:
-    """One row per (model, task): costs, task metric (value, higher_is_better), mean margin under ``metric``
-    and ``front``: on the Pareto front of (task metric, margin, ``front_cost``) among the task's models."""
-    m = margins[margins["metric"] == metric].merge(models, on=["model_id", "task"], how="inner")
-    m = m[m["arm_id"].notna()].copy()
-    m["front"] = False
-    for _, g in m.groupby("task"):
-        pts = g[["value", "mean_margin", front_cost]].to_numpy(np.float64)
-        hib = bool(g["higher_is_better"].iloc[0]) if g["higher_is_better"].notna().any() else True
-        m.loc[g.index, "front"] = pareto_front(pts, [hib, True, False])
-    return m.rename(columns={"value": "task_value"})

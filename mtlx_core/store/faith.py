@@ -26,6 +26,7 @@ import pandas as pd
 from mtlx_core.store.aggregate import N_BOOT, group_intervals, per_image
 from mtlx_core.store.artefacts import _in
 from mtlx_core.store.reader import Store
+from mtlx_core.store.verdict_data import ARM_LINE_JOIN_SQL
 
 VALUES: tuple[str, ...] = ("score_norm", "score")
 SERIES: tuple[str, ...] = ("explainer", "random", "reversed", "margin")
@@ -66,7 +67,7 @@ def _points_sql() -> str:
     return ("SELECT a.arm_id, m.model_id, m.model_id = a.dense_model_id AS is_dense, "
             "CASE WHEN m.model_id = a.dense_model_id THEN 0.0 ELSE coalesce(m.achieved_sparsity, "
             "m.target_sparsity) END AS sparsity, coalesce(m.target_sparsity, 0) AS target_sparsity "
-            "FROM arms a JOIN models m ON m.arm_id = a.arm_id OR m.model_id = a.dense_model_id")
+            f"FROM arms a {ARM_LINE_JOIN_SQL}")
 
 
 def target_scores_sql(value: str) -> str:

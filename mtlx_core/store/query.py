@@ -24,6 +24,7 @@ Public API::
     chance_per_image(store, metric, variant)  # the per-image margins behind both
     verdict_grid(store, reference, value, delta_share)  # does pruning change faithfulness? one verdict per cell
     verdict_cell(store, model_id, reference, task, metric, value, delta_share)  # one cell's evidence (D25)
+    verdict_pareto(store, metric, value, delta_share); cost_axes(store)  # the cost views (D27)
     map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
@@ -40,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from mtlx_core.explain.similarity import map_similarity as map_similarity
+from mtlx_core.stats.pareto import COST_AXES as COST_AXES
 from mtlx_core.store.artefacts import _in
 from mtlx_core.store.artefacts import image as image
 from mtlx_core.store.artefacts import image_png as image_png
@@ -74,8 +76,11 @@ from mtlx_core.store.reader import signature as signature
 from mtlx_core.store.reader import store_path as store_path
 from mtlx_core.store.snapshot import writer_active
 from mtlx_core.store.verdict import REFERENCES as REFERENCES
+from mtlx_core.store.verdict import cost_axes as cost_axes
 from mtlx_core.store.verdict import verdict_cell as verdict_cell
 from mtlx_core.store.verdict import verdict_grid as verdict_grid
+from mtlx_core.store.verdict import verdict_pareto as verdict_pareto
+from mtlx_core.store.verdict_data import ARM_LINE_JOIN_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -122,11 +127,12 @@ def arms(store: Store) -> pd.DataFrame:
 
 _MODEL_COLS = ("m.model_id, m.arm_id, a.label AS arm, m.run_id, m.arch, m.dataset, m.tasks, m.weighting, "
                "m.pruning_method, m.target_sparsity, m.achieved_sparsity, m.channel_sparsity, m.params, m.macs, "
-               "m.parent_id, m.seed, m.code_version")
+               "m.latency_cpu_ms, m.latency_gpu_ms, m.parent_id, m.seed, m.code_version")
 
 
 def models(store: Store) -> pd.DataFrame:
-    """Every model (dense and pruned) with its provenance and size, by arm then sparsity."""
+    """Every model (dense, pruned and control) with its provenance and cost axes (D27: parameters, MACs,
+    latency), by arm then sparsity."""
     return store.df(f"SELECT {_MODEL_COLS} FROM models m LEFT JOIN arms a USING (arm_id) "
                     "ORDER BY a.position NULLS LAST, m.arm_id, coalesce(m.target_sparsity, 0), m.model_id")
 
@@ -146,8 +152,8 @@ def arm_models(store: Store, arm_id: str) -> pd.DataFrame:
         "SELECT m.model_id, m.run_id, m.pruning_method, coalesce(m.target_sparsity, 0) AS target_sparsity, "
         "coalesce(m.achieved_sparsity, 0) AS achieved_sparsity, m.params, m.macs, "
         "m.model_id = a.dense_model_id AS is_dense "
-        "FROM arms a JOIN models m ON m.arm_id = a.arm_id OR m.model_id = a.dense_model_id "
-        "WHERE a.arm_id = ? ORDER BY is_dense DESC, target_sparsity, m.model_id", [arm_id])
+        f"FROM arms a {ARM_LINE_JOIN_SQL} WHERE a.arm_id = ? ORDER BY is_dense DESC, target_sparsity, m.model_id",
+        [arm_id])
     return df.drop_duplicates("model_id").reset_index(drop=True)
 
 
@@ -204,7 +210,7 @@ def _arm_points_sql() -> str:
     return ("SELECT a.arm_id, m.model_id, CASE WHEN m.model_id = a.dense_model_id THEN 0.0 "
             "ELSE coalesce(m.achieved_sparsity, m.target_sparsity) END AS sparsity, "
             "coalesce(m.target_sparsity, 0) AS target_sparsity "
-            "FROM arms a JOIN models m ON m.arm_id = a.arm_id OR m.model_id = a.dense_model_id")
+            f"FROM arms a {ARM_LINE_JOIN_SQL}")
 
 
 def task_metrics(store: Store, model_ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -37,6 +37,13 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
   torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
   ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
   float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Schema 4 (issue 18, D27): ``models`` carries the cost axes: ``params`` and ``macs`` (at the study's input size;
+  a pruned or control model's from its ``PruningRecord``, a dense model's counted), ``latency_cpu_ms`` (deployed
+  form, batch 1, one thread, median of ``cost_settings.runs`` forwards after warm-up; ``mtlx_core.prune.latency``),
+  ``latency_gpu_ms`` (the same on the GPU when precompute runs on CUDA, else NULL) and ``cost_settings`` (JSON:
+  runs, warm-up, threads, batch, form, device). A training-budget control (``mtlx_core.prune.control``) is a model
+  with ``pruning_method = 'control'``, ``target_sparsity = 0``, a ``parent_id`` and ``"role": "control"`` in its
+  config.
 - Schema 3 (issue 17): the ``irof`` table became ``faithfulness`` (IROF is metric ``irof``: ``score`` = AOC,
   ``score_norm`` = AOC / segments); ``task_metrics.is_primary`` marks each task's primary metric. A store of an
   earlier schema is refused with a message to rebuild it.
@@ -50,7 +57,7 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -61,7 +68,8 @@ DDL: tuple[str, ...] = (
         model_id VARCHAR PRIMARY KEY, arm_id VARCHAR, run_id VARCHAR, arch VARCHAR, dataset VARCHAR,
         tasks VARCHAR[], weighting VARCHAR, pruning_method VARCHAR, target_sparsity DOUBLE,
         achieved_sparsity DOUBLE, channel_sparsity DOUBLE, params BIGINT, macs BIGINT, parent_id VARCHAR,
-        checkpoint VARCHAR, checkpoint_sha256 VARCHAR, config JSON, seed INTEGER, code_version VARCHAR)""",
+        checkpoint VARCHAR, checkpoint_sha256 VARCHAR, config JSON, seed INTEGER, code_version VARCHAR,
+        latency_cpu_ms DOUBLE, latency_gpu_ms DOUBLE, cost_settings JSON)""",
     """CREATE TABLE IF NOT EXISTS task_metrics (
         model_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, higher_is_better BOOLEAN, split VARCHAR,
         is_primary BOOLEAN, PRIMARY KEY (model_id, task, metric))""",

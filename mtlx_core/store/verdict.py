@@ -8,6 +8,8 @@ Public API::
     study_verdict(store, value, variants, delta_share, n_boot)       # the same for the app, once per snapshot
     verdict_grid(store, reference, value, delta_share)               # the primary cells of one reference
     verdict_cell(store, model_id, reference, task, metric, value, delta_share)  # one cell's evidence
+    verdict_pareto(store, metric, value, delta_share)  # the cost views' points (D27), Pareto front ringed
+    cost_axes(store)                      # the cost axes the store can draw
 
 A cell's statistics come from ``mtlx_core.stats.verdict``; beside them: ``targets_dropped`` and ``zero_maps``
 (``verdict_data.selection``; mean over seeds for a pooled row), ``no_better_than_trivial`` (the model's primary
@@ -27,6 +29,7 @@ import pandas as pd
 
 from mtlx_core.stats.effects import wilcoxon_p
 from mtlx_core.stats.intervals import bca_paired
+from mtlx_core.stats.pareto import pareto_points
 from mtlx_core.stats.verdict import POOLED, VerdictSettings, slope_table, trend_table, verdict_table
 from mtlx_core.store import verdict_data as vd
 from mtlx_core.store.reader import Store
@@ -119,6 +122,25 @@ def study_verdict(store: Store, value: str = "score_norm", variants: str = "defa
             _MEMO.pop(next(iter(_MEMO)))
         _MEMO[key] = res
     return res
+
+
+def verdict_pareto(store: Store, metric: str, value: str = "score_norm", delta_share: float = 0.1) -> pd.DataFrame:
+    """The cost views' points (D27): one row per (model, task) with its role, costs (parameters, MACs, latency
+    columns the store has, ``level``: nominal sparsity), primary task metric (``task_value``), mean margin under
+    ``metric`` and ``front`` (Pareto front of task metric, margin and MACs among the task's models)."""
+    v = study_verdict(store, value, delta_share=delta_share)  # the grid's computation (memoised)
+    if metric not in {lab for _, _, lab in v.labels}:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(lab for _, _, lab in v.labels)}")
+    return pareto_points(v.models, v.model_margins, metric, "macs")
+
+
+def cost_axes(store: Store) -> list[str]:
+    """The cost axes the store can draw: its cost columns that hold a value, then ``level`` (nominal sparsity)."""
+    cols = vd.cost_columns(store)
+    if not cols:
+        return ["level"]
+    counts = store.df("SELECT " + ", ".join(f"count({c}) AS {c}" for c in cols) + " FROM models").iloc[0]
+    return [c for c in cols if int(counts[c]) > 0] + ["level"]
 
 
 def check_reference(reference: str) -> None:

@@ -5,7 +5,9 @@ Works on any reader with ``df(sql, params)``: the app's ``Store`` or a DuckDB co
 ``models.seed``, else ``models.config``'s ``seed``; a model's dense reference is the root of its ``parent_id``
 chain (HRank's rounds chain); a *control* (the dense model fine-tuned with the pruned models' schedule at 0 %
 sparsity) is a model with a parent whose ``pruning_method`` is ``control`` / ``none``, whose config says
-``"role": "control"``, or whose target sparsity is 0.
+``"role": "control"``, or whose target sparsity is 0 (``IS_CONTROL_SQL`` in SQL: the arm lines of Figure 4, the
+summary and the model pickers leave controls out). Precompute's controls (``mtlx_core.prune.control``) meet all
+three.
 
 Public API::
 
@@ -31,6 +33,15 @@ import pandas as pd
 from mtlx_core.stats.verdict import PAIR_COLUMNS
 
 CONTROL_METHODS = ("control", "none")
+#: the same rule as ``model_roles`` in SQL over ``models m``: true for a control (precompute's controls,
+#: ``mtlx_core.prune.control``, satisfy all three conditions: method ``control``, role ``control``, sparsity 0)
+IS_CONTROL_SQL = ("(m.parent_id IS NOT NULL AND (coalesce(m.pruning_method, '') IN ('control', 'none') "
+                  "OR coalesce(json_extract_string(m.config, '$.role'), '') = 'control' "
+                  "OR coalesce(m.target_sparsity, 0) = 0))")
+#: ``FROM arms a`` + this: the models of each arm's line (Figure 4, Layers, Compare): its dense model and the
+#: models pruned from the dense model of the same seed (replicates of other seeds and controls: the verdict's)
+ARM_LINE_JOIN_SQL = ("JOIN models d ON d.model_id = a.dense_model_id JOIN models m ON m.model_id = a.dense_model_id "
+                     f"OR (m.arm_id = a.arm_id AND NOT {IS_CONTROL_SQL} AND coalesce(m.seed, 0) = coalesce(d.seed, 0))")
 VARIANT_CHOICES = ("default", "all")
 VALUES = ("score_norm", "score")
 
