@@ -28,7 +28,7 @@ from pathlib import Path
 from mtlx_core.models.base import MultiTaskModel
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.prune.groups import channel_plan
-from mtlx_core.prune.pipeline import finetune_config, finetune_record, parent_config, resolve_preset
+from mtlx_core.prune.pipeline import finetune_plan, finetune_record
 from mtlx_core.prune.record import PruningRecord, channels_by_kind, weights_by_kind
 from mtlx_core.prune.registry import get_method
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError, is_complete, load_run, run_dir
@@ -50,14 +50,8 @@ def control_run(parent_id: str, method: str, *, variant: str | None = None, fine
     if variant is not None and variant not in m.variants:
         names = ", ".join(v for v in m.variants if v) or "none (leave --variant out)"
         raise ValueError(f"method {method!r} has no variant {variant!r}; valid variants: {names}")
-    parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
-    if arch not in m.architectures:
-        raise ValueError(f"method {method!r} does not support architecture {arch!r}; supported: "
-                         f"{', '.join(m.architectures)}")
-    variant = variant if variant is not None else m.default_variant(parent_cfg)
-    m.check_parent(parent_cfg, variant, parent_id)
-    p = resolve_preset(parent_cfg, parent_id, method, variant, preset)
-    ft = finetune_config(parent_cfg, m, variant, p, finetune_iterations, device)
+    parent_cfg, variant, p, ft = finetune_plan(m, parent_id, variant, preset, finetune_iterations, models_dir,
+                                               data_root, device)
     key = {"parent": parent_id, "role": CONTROL_ROLE, "method": method, "variant": variant,
            "finetune": ft.fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]

@@ -159,20 +159,29 @@ def parent_config(parent_id: str, models_dir: str | Path, data_root: str | None)
     return cfg, config["architecture"]["arch"]
 
 
+def finetune_plan(m: PruningMethod, parent_id: str, variant: str | None, preset: str | None,
+                  finetune_iterations: int | None, models_dir: str | Path, data_root: str | None,
+                  device: str | None) -> tuple[TrainConfig, str | None, PrunePreset, TrainConfig]:
+    """The parent's config, the variant, the prune preset and the fine-tuning config of ``m`` on ``parent_id``
+    (shared by pruned runs and their training-budget controls, ``mtlx_core.prune.control``)."""
+    parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
+    if arch not in m.architectures:
+        raise ValueError(f"method {m.name!r} does not support architecture {arch!r}; supported: "
+                         f"{', '.join(m.architectures)}")
+    variant = variant if variant is not None else m.default_variant(parent_cfg)
+    m.check_parent(parent_cfg, variant, parent_id)
+    p = resolve_preset(parent_cfg, parent_id, m.name, variant, preset)
+    return parent_cfg, variant, p, finetune_config(parent_cfg, m, variant, p, finetune_iterations, device)
+
+
 def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | None = None,
               finetune_iterations: int | None = None, preset: str | None = None,
               models_dir: str | Path = DEFAULT_MODELS_DIR, device: str | None = None, data_root: str | None = None,
               progress: bool = False) -> TrainResult:
     """Prune run ``parent_id`` with ``method`` at ``sparsity`` and fine-tune it; returns the new run."""
     m = check_request(method, sparsity, variant)
-    parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
-    if arch not in m.architectures:
-        raise ValueError(f"method {method!r} does not support architecture {arch!r}; supported: "
-                         f"{', '.join(m.architectures)}")
-    variant = variant if variant is not None else m.default_variant(parent_cfg)
-    m.check_parent(parent_cfg, variant, parent_id)
-    p = resolve_preset(parent_cfg, parent_id, method, variant, preset)
-    ft = finetune_config(parent_cfg, m, variant, p, finetune_iterations, device)
+    parent_cfg, variant, p, ft = finetune_plan(m, parent_id, variant, preset, finetune_iterations, models_dir,
+                                               data_root, device)
     root_id = parent_id
     previous = m.previous_level(sparsity)
     if previous is not None:
