@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mtlx_core.explain.target_draw import draw_targets, sample_images
+from mtlx_core.explain.target_draw import TargetDraw, draw_targets, sample_images
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,27 @@ def test_the_image_sample_is_seeded_without_replacement_and_prefix_stable() -> N
     assert sample_images(128, 5, rule="first") == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="valid rules"):
         sample_images(10, 5, rule="largest")
+
+
+def test_a_scoped_target_limit_overrides_max_targets_for_its_arm_and_task_only() -> None:
+    from mtlx_core.precompute.presets import ExplainSettings, get_study_preset
+
+    s = ExplainSettings(max_targets=1, target_limits=(("arm_a:segmentation", 2), ("segnet_mtan", None)))
+    assert s.targets_for("deeplab_resnet34", "segmentation", "arm_a") == 2
+    assert s.targets_for("deeplab_resnet34", "depth", "arm_a") == 1
+    assert s.targets_for("deeplab_resnet34", "segmentation", "arm_b") == 1
+    assert s.targets_for("segnet_mtan", "depth", "arm_b") is None
+    # unused, the field leaves the settings key as it was before it existed
+    assert "target_limits" not in ExplainSettings(max_targets=1).key_fields()
+    assert ExplainSettings(max_targets=1).key() != ExplainSettings(max_targets=1, target_limits=(("x", 2),)).key()
+    demo = get_study_preset("demo").explain
+    assert demo.targets_for("segnet_mtan", "segmentation", "demo_segnet_mtan_famo_netslim") == 2
+    assert demo.targets_for("segnet_mtan", "segmentation", "demo_segnet_mtan_hrank") == 1
+
+
+def test_a_per_task_k_draws_that_many_for_that_task_and_records_it() -> None:
+    draw = TargetDraw(1, 0, (("segmentation", 2),))
+    assert (draw.k_for("segmentation"), draw.k_for("depth")) == (2, 1)
+    assert draw.to_dict() == {"rule": "stratified_random", "k": 1, "seed": 0, "task_k": [["segmentation", 2]]}
+    assert TargetDraw(None, 0, (("depth", 1),)).rule_for("segmentation") == "all"
+    assert TargetDraw(None, 0).to_dict() == {"rule": "all", "k": None, "seed": 0}

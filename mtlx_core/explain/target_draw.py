@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -43,13 +43,24 @@ class TargetDraw:
 
     k: int | None = None
     seed: int = 0
+    #: (task, k) pairs overriding ``k`` for those tasks (a study may draw more targets for one task of one arm)
+    task_k: tuple[tuple[str, int | None], ...] = ()
+
+    def k_for(self, task: str) -> int | None:
+        return dict(self.task_k).get(task, self.k)
 
     @property
     def rule(self) -> str:
-        return "all" if self.k is None else "stratified_random"
+        return "all" if self.k is None and all(k is None for _, k in self.task_k) else "stratified_random"
+
+    def rule_for(self, task: str) -> str:
+        return "all" if self.k_for(task) is None else "stratified_random"
 
     def to_dict(self) -> dict[str, object]:
-        return {"rule": self.rule, **asdict(self)}
+        d: dict[str, object] = {"rule": self.rule, "k": self.k, "seed": self.seed}
+        if self.task_k:  # absent when no task overrides k: older stores' unit keys stay valid
+            d["task_k"] = [list(x) for x in self.task_k]
+        return d
 
 
 def sample_images(n_split: int, n: int, seed: int = 0, rule: str = "random") -> list[int]:

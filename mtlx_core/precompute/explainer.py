@@ -126,12 +126,13 @@ class ModelExplainer:
             keys += b.image_ids
         cv, rows = code_version(), []
         for name in self.tasks:
-            drawn = draw_targets(cands[name], draw.k, draw.seed, keys, name)
+            drawn = draw_targets(cands[name], draw.k_for(name), draw.seed, keys, name)
             for pos, (iid, all_t, took) in enumerate(zip(keys, cands[name], drawn, strict=True)):
                 took_ids = {t.target_id for t in took}
                 rows += [{"model_id": model_id, "image_id": iid, "task": name, "target_id": t.target_id,
                           "target": t.name, "n_pixels": t.n_pixels, "drawn": t.target_id in took_ids,
-                          "position": pos, "rule": draw.rule, "k": draw.k, "seed": draw.seed, "code_version": cv}
+                          "position": pos, "rule": draw.rule_for(name), "k": draw.k_for(name), "seed": draw.seed,
+                          "code_version": cv}
                          for t in all_t]
         return rows
 

@@ -62,6 +62,8 @@ class ExplainSettings:
     images: int = 16  # N validation images of each arm's dataset (a seeded sample, D26)
     batch_images: int = 4  # images per explain unit
     max_targets: int | None = None  # per image and task: a seeded stratified draw among the dense model's targets
+    #: (scope, k) pairs overriding ``max_targets`` (scopes as ``primary_layers``; k None: every target)
+    target_limits: tuple[tuple[str, int | None], ...] = ()
     image_sample: str = "random"  # D26: "random" = seeded permutation of the split (its first N); "first"
     fill_modes: tuple[str, ...] = ("quantus",)  # IROF's fills (D18): one IROF variant each
     #: faithfulness metrics (``mtlx_core.faithfulness.registry``; ``all``) and per-metric options
@@ -94,6 +96,8 @@ class ExplainSettings:
         d = dataclasses.asdict(self)
         for k in ("images", "batch_images", "memory_budget_mb", "ablation_layers"):
             d.pop(k)
+        if not self.target_limits:  # absent when unused: the keys of stores built before it stay valid
+            d.pop("target_limits")
         d["slic"] = self.slic.to_dict()
         return d
 
@@ -108,6 +112,18 @@ class ExplainSettings:
     def primary_layer(self, arch: str, task: str, arm_id: str | None = None) -> str | None:
         """The primary layer (label or path) of a task of a model; None = the model's default (D11)."""
         return resolve_primary_layer(self.primary_layers, self.layer, arch, task, arm_id)
+
+    def targets_for(self, arch: str, task: str, arm_id: str | None = None) -> int | None:
+        """Targets drawn per image for a task of a model (``target_limits``' first matching scope, else
+        ``max_targets``; None: every target)."""
+        limits = dict(self.target_limits)
+        for scope in ([f"{arm_id}:{task}", arm_id] if arm_id else []) + [f"{arch}:{task}", arch]:
+            if scope in limits:
+                return limits[scope]
+        return self.max_targets
+
+    def limits_targets(self) -> bool:
+        return self.max_targets is not None or any(k is not None for _, k in self.target_limits)
 
     def ablation_for(self, registered: list[str]) -> list[str]:
         """The ablation layers of an architecture with these registered labels (``all``: every one)."""
@@ -171,12 +187,14 @@ _ARMS_PAPER = (
     ArmSpec("nyuv2_segnet_mtan_l1_filter", "SegNet-MTAN · NYUv2 seg + depth + normals · L1-norm filters",
             "nyuv2_segnet_mtan", "l1_filter", None, (0.0, *L1_FILTER_GRID), prune_preset="nyuv2_segnet_mtan_l1_filter"),
 )
-#: the demo's explanation settings, chosen on validation images it does not report (docs/demo_tuning.md, rounds 6, 8):
-#: 44 images, one target per image and task drawn at random (stratified), 50 superpixels, and per task the
-#: Grad-CAM layer whose margin over the random ordering was largest there; DeepLab's D11 layer is computed as an
-#: ablation layer where it is not primary (``--layers all`` adds every registered layer to the same store)
+#: the demo's explanation settings, chosen on validation images it does not report (docs/demo_tuning.md, rounds 6,
+#: 8, 9): 44 images, one target per image and task drawn at random (stratified; FAMO's segmentation: two), 50
+#: superpixels, and per task the Grad-CAM layer whose margin over the random ordering was largest there; DeepLab's
+#: D11 layer is computed as an ablation layer where it is not primary (``--layers all`` adds every registered layer)
 _DEMO_EXPLAIN = ExplainSettings(
     images=44, batch_images=4, max_targets=1, slic=SlicSettings(n_segments=50),
+    # FAMO's segmentation at its bottleneck: two targets per image (held-out p 0.048 -> 1.3e-10, round 9)
+    target_limits=(("demo_segnet_mtan_famo_netslim:segmentation", 2),),
     primary_layers=(("demo_deeplab_disparse:segmentation", "stage3_out"),
                     ("demo_deeplab_disparse:normals", "d11_conv2"),
                     ("demo_segnet_mtan_famo_netslim:segmentation", "enc_bottleneck"),
@@ -245,6 +263,7 @@ def describe(preset: StudyPreset) -> str:
         lines.append(f"  {a.arm_id}: {a.label} at {grid} %")
     e = preset.explain
     targets = "all" if e.max_targets is None else f"{e.max_targets} drawn (seeded, stratified)"
+    targets += "".join(f"; {scope}: {'all' if k is None else k}" for scope, k in e.target_limits)
     lines.append(f"  {e.images} images ({e.image_sample} sample), targets per task {targets}, fill "
                  f"{'/'.join(e.fill_modes)}, {e.slic.n_segments} superpixels")
     layers = ", ".join(f"{a} {lay}" for a, lay in e.primary_layers) or (e.layer or "D11")

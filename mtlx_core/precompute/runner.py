@@ -191,7 +191,7 @@ class Runner:
                 rows["arms"] = [arm_row(arm, pos, rows["models"][0])]
             self._commit(UnitRows(uid, "train", rows, arm.arm_id, res.run_id, {"preset": cfg.preset,
                                                                               "seed": cfg.seed}, *t.spent()))
-        self._draw_targets(arm, spec, dense_id, batches)
+        self._draw_targets(arm, spec, cfg, batches)
         levels = [s for s in arm.sparsities if s > 0] if phase != "control" else []
         with_control = phase == "control" or (phase == "ablation" and self.preset.controls)
         what = {"primary": "explain", "control": "control", "ablation": "layers"}[phase]
@@ -251,9 +251,12 @@ class Runner:
         return model_id
 
     # --- the dense model's targets -----------------------------------------------------------------------
-    def _draw_targets(self, arm: ArmSpec, spec: Any, dense_id: str, batches: list[Batch]) -> None:
+    def _draw_targets(self, arm: ArmSpec, spec: Any, cfg: TrainConfig, batches: list[Batch]) -> None:
         """The dense model's candidate targets on the whole sample and the seeded stratified draw."""
-        draw = TargetDraw(self.settings.max_targets, self.settings.seed)
+        dense_id = cfg.run_id()
+        task_k = tuple((name, self.settings.targets_for(cfg.arch, name, arm.arm_id)) for name in cfg.tasks)
+        draw = TargetDraw(self.settings.max_targets, self.settings.seed,
+                          tuple(x for x in task_k if x[1] != self.settings.max_targets))
         ids = [i for b in batches for i in b.image_ids]
         key = hashlib.sha256(json.dumps([ids, draw.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
         uid = f"targets:{dense_id}:{key}"
@@ -288,7 +291,7 @@ class Runner:
                 t = Clock()
                 con = self.w.con
                 dense = DenseMaps(dense_id, dense_maps(con, dense_id, b, self.done)) if dense_id is not None else None
-                limited = self.settings.max_targets is not None
+                limited = self.settings.limits_targets()
                 wanted = wanted_targets(con, dense_id or model_id, b) if limited else None
                 rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
                 self._commit(UnitRows(uid, "explain", rows, arm.arm_id, model_id,
