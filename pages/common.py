@@ -201,6 +201,7 @@ METRIC_NOTES = {
 }
 VALUE_LABELS = {"score_norm": "normalised (higher = more faithful)", "score": "the metric's own score"}
 VALUE_SHORT = {"score_norm": "normalised", "score": "score"}  # in titles and legends
+SIMILARITY_LABELS = {"spearman": "Spearman rank correlation", "ssim": "SSIM", "topk_iou": "top-k IoU"}
 SERIES_LABELS = {"explainer": "Grad-CAM", "random": "random ordering (mean of K)",
                  "reversed": "reversed ordering", "margin": "margin over chance"}
 ORDERING_LABELS = {"morf": "most relevant first", "lerf": "least relevant first", "random": "random ordering"}

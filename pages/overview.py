@@ -12,6 +12,7 @@ from mtlx_core.store import query
 from pages import figures
 from pages.common import (
     SERIES_LABELS,
+    SIMILARITY_LABELS,
     TASK_LABELS,
     VALUE_SHORT,
     file_tag,
@@ -24,6 +25,7 @@ from pages.common import (
     q,
     store_or_stop,
 )
+from pages.similarity_figures import similarity_vs_sparsity
 
 #: verdict of ``query.beats_chance`` -> how the Overview shows it
 VERDICT_STYLE: dict[str, tuple[Callable[..., Any], str]] = {
@@ -70,7 +72,7 @@ def chance_line(r: pd.Series, arm_label: str, unit: str, derived: bool = False) 
 st.title("Faithfulness of explanations under pruning")
 # the selection lives in the URL (a view can be shared)
 URL_KEYS = (
-    "ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model",
+    "ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model", "ov_sim",
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
@@ -189,6 +191,28 @@ for task in tasks:
         points = (ev or {}).get("selection", {}).get("points", []) if ev else []
         if points and points[0].get("customdata"):
             selected = (points[0]["customdata"][0], task)
+
+st.subheader("How far pruning moved the explanations, against how far retraining moves them")
+measure = st.radio("Similarity", list(query.SIMILARITY_MEASURES), horizontal=True, key="ov_sim",
+                   format_func=SIMILARITY_LABELS.get)
+sim = q(store, "similarity_vs_sparsity", measure)
+noise = q(store, "seed_noise", measure)
+if sim.empty:
+    st.info("No pruned model's maps have been compared with their dense model's yet.")
+else:
+    band = ("Shaded: the 95 % interval of another training seed's dense maps against the first seed's on the same "
+            "targets (the noise floor); a pruned model inside it moved its maps no more than retraining does."
+            if not noise.empty else "No noise floor on this store: it has one training seed per arm (build it "
+            "with `--seeds 2` or more, e.g. the `demo_seeds` preset, to see how far retraining alone moves the maps).")
+    st.caption(f"Mean {SIMILARITY_LABELS[measure]} of each pruned model's Grad-CAM maps to its dense model's on the "
+               "same targets (per image, mean over its targets; 95 % bootstrap interval over images); open "
+               f"markers: the training-budget controls. {band}")
+    sim_cols = st.columns(min(3, max(1, sim["task"].nunique())))
+    for i, task in enumerate(t for t in TASK_LABELS if t in set(sim["task"])):
+        col = sim_cols[i % len(sim_cols)]
+        col.markdown(f"**{TASK_LABELS[task]}**")
+        col.plotly_chart(similarity_vs_sparsity(sim[sim["task"] == task], noise[noise["task"] == task], arm_labels,
+                                                x, SIMILARITY_LABELS[measure]), key=f"ov_sim_{task}")
 
 models = q(store, "models")
 st.subheader("Open a model in Compare")

@@ -82,10 +82,28 @@ def test_overview_plots_figure4_per_task_and_the_value_choice_changes_it(store_e
     at = run_page()
     tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM faithfulness")}
     before = figures(at)
-    assert len(before) == 2 * len(tasks)  # faithfulness and performance per task
+    sim_tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM similarity")}
+    assert len(before) == 2 * len(tasks) + len(sim_tasks)  # faithfulness and performance per task; similarity
     at.radio(key="ov_value").set_value("score").run()
     after = figures(at)
     assert not np.array_equal(array(before[0]["data"][0]["y"]), array(after[0]["data"][0]["y"]))
+
+
+def test_overview_similarity_chart_shows_each_pruned_models_mean_similarity_to_its_dense_model(
+        store_env: Path) -> None:
+    at = run_page()
+    store = query.open_store(store_env)
+    tasks = [t for t in TASK_LABELS if t in {r[0] for r in store.rows("SELECT DISTINCT task FROM faithfulness")}]
+    sim_tasks = [t for t in TASK_LABELS if t in {r[0] for r in store.rows("SELECT DISTINCT task FROM similarity")}]
+    at.radio(key="ov_sim").set_value("ssim").run()
+    chart = figures(at)[2 * len(tasks)]  # the first task's similarity chart follows every Figure 4 chart
+    want = query.similarity_vs_sparsity(store, "ssim")
+    want = want[(want["task"] == sim_tasks[0]) & (want["role"] == "pruned")]
+    arm = query.arms(store).iloc[0]
+    label = str(arm["label"])
+    got = {d["name"]: array(d["y"]) for d in chart["data"]}
+    expected = want[want["arm_id"] == arm["arm_id"]].sort_values("target_sparsity")["mean"].to_numpy()
+    np.testing.assert_allclose(got[label], expected)
 
 
 def figure4_traces(at: AppTest, store: query.Store, task: str) -> dict[str, np.ndarray]:

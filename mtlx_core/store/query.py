@@ -25,6 +25,8 @@ Public API::
     verdict_grid(store, reference, value, delta_share)  # does pruning change faithfulness? one verdict per cell
     verdict_cell(store, model_id, reference, task, metric, value, delta_share)  # one cell's evidence (D25)
     verdict_pareto(store, metric, value, delta_share); cost_axes(store)  # the cost views (D27)
+    similarity_vs_sparsity(store, measure)    # each pruned model's maps vs its dense model's (mean, interval)
+    seed_noise(store, measure)                # two dense seeds' maps vs each other: the noise floor (a band)
     map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
@@ -74,6 +76,9 @@ from mtlx_core.store.reader import REQUIRED_TABLES, Store
 from mtlx_core.store.reader import open_store as open_store  # re-exported: the pages' one import
 from mtlx_core.store.reader import signature as signature
 from mtlx_core.store.reader import store_path as store_path
+from mtlx_core.store.similarity_views import SIMILARITY_MEASURES as SIMILARITY_MEASURES
+from mtlx_core.store.similarity_views import seed_noise as seed_noise
+from mtlx_core.store.similarity_views import similarity_vs_sparsity as similarity_vs_sparsity
 from mtlx_core.store.snapshot import writer_active
 from mtlx_core.store.verdict import REFERENCES as REFERENCES
 from mtlx_core.store.verdict import cost_axes as cost_axes
