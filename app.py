@@ -1,5 +1,8 @@
 """mtlx dashboard: ``streamlit run app.py`` (the store is env ``MTLX_STORE``, default ``models_store/study.duckdb``).
 
+Env ``MTLX_PLUGINS`` (comma-separated modules) names plugins that register models and tasks: ``mtlx_core.plugins``
+imports them, with the ``mtlx.plugins`` entry points, the first time a page needs a name it does not know (the app
+imports from the project only what the house rules allow, so the loading is not done here).
 Env ``MTLX_TORCH_THREADS`` sets torch's CPU threads for the Live page (on a CPU shared with other jobs, 1 avoids
 the slowdown of oversubscribed OpenMP threads; unset: torch's default).
 

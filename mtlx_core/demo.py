@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from mtlx_core.plugins import ENV_VAR, add_plugin_argument, env_modules
 from mtlx_core.precompute.__main__ import default_store
 from mtlx_core.runs import DEFAULT_MODELS_DIR
 from mtlx_core.store.snapshot import work_path
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demo (default: the three arms of Table 1, about a quarter of an hour on 2 CPU cores) or "
                         "smoke (two tiny arms in a minute)")
     p.add_argument("--no-app", action="store_true", help="only build the store, in the foreground")
+    add_plugin_argument(p)  # passed on to precompute and the app
     return p
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     store = (args.store or default_store()).resolve()
     models_dir = args.models_dir.resolve()
     pre_argv = precompute_argv(args.preset, store, models_dir, args.threads)
+    pre_argv += [a for m in args.plugin for a in ("--plugin", m)]
     if args.no_app:
         from mtlx_core.precompute.__main__ import main as precompute_main
 
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("the app (%s) is not next to the package: run the demo from a clone of the repository, or "
                      "use --no-app to build the store only", APP)
         return 2
-    env = {**os.environ, "MTLX_STORE": str(store), "MTLX_MODELS_DIR": str(models_dir)}
+    env = {**os.environ, "MTLX_STORE": str(store), "MTLX_MODELS_DIR": str(models_dir),
+           ENV_VAR: ",".join(dict.fromkeys([*env_modules(), *args.plugin]))}
     pre = app = None
     terminated = []
 

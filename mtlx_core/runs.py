@@ -82,7 +82,8 @@ class LoadedRun:
 
 
 def load_run(run_id: str, models_dir: str | Path = DEFAULT_MODELS_DIR, device: str = "cpu") -> LoadedRun:
-    """Rebuild a run's model from its folder alone (pruned runs come back at their smaller size)."""
+    """Rebuild a run's model from its folder alone (pruned runs come back at their smaller size). A run of a
+    plugin model needs its plugin loaded first (``mtlx_core.plugins.load_plugins``); the error names it."""
     from mtlx_core.models import build_model
     from mtlx_core.models.surgery import resize_to_state_dict
 
@@ -101,7 +102,10 @@ def load_run(run_id: str, models_dir: str | Path = DEFAULT_MODELS_DIR, device: s
     state = safe_torch_load(path / MODEL_FILE)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"{path / MODEL_FILE} is not a state dict of tensors")
-    model = build_model(**arch)
+    try:
+        model = build_model(**arch)
+    except ValueError as exc:  # e.g. a plugin model whose plugin is not loaded
+        raise RunError(f"run {run_id!r}: cannot rebuild its model: {exc}") from exc
     try:
         if (config.get("pruning") or {}).get("structured"):
             model = resize_to_state_dict(model, state)  # channels were physically removed

@@ -33,6 +33,7 @@ import torch
 from mtlx_core.faithfulness.crosscheck import reference_check, scalar_fn
 from mtlx_core.faithfulness.metric import Metric, random_map
 from mtlx_core.faithfulness.registry import METRICS
+from mtlx_core.plugins import PluginError, add_plugin_argument, load_cli_plugins
 from mtlx_core.runs import DEFAULT_MODELS_DIR, LoadedRun, RunError, load_run
 from mtlx_core.store.codec import array_hash, decode_array, decode_png
 from mtlx_core.store.errors import StoreError
@@ -234,13 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="run folders of the store's models")
     ap.add_argument("--data", type=Path, default=None, help="dataset folder (default: each run's data_root)")
+    add_plugin_argument(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.sample < 1:
         ap.error(f"--sample must be at least 1, got {args.sample}")
     try:
+        load_cli_plugins(args)
         found = verify_store(args.store, args.sample, args.seed, args.models_dir, args.data)
-    except (StoreError, RunError) as exc:
+    except (StoreError, RunError, PluginError) as exc:
         logger.error("%s", exc)
         return 2
     if not found:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError, validate_dataset
 from mtlx_core.data.layout import DATASETS
+from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 
 logger = logging.getLogger("mtlx_core.data")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mtlx_core.data", description=__doc__)
+    add_plugin_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="render the synthetic RGB-D rooms dataset (MTAN NYUv2 layout)")
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
+        load_cli_plugins(args)
         if args.command == "synth":
             from mtlx_core.data.synth import generate_synth
 

@@ -3,6 +3,10 @@
 ``MTLDataset(root, "nyuv2", "val", tasks=("segmentation", "normals"))`` yields dict samples:
 ``image`` float ``(3,H,W)`` in [0,1], ``segmentation`` long ``(H,W)`` (-1 = ignore), ``depth`` float
 ``(1,H,W)`` (0 = invalid), ``normals`` float ``(3,H,W)`` (all-zero = invalid), plus ``index``.
+
+A task registered by a plugin (``mtlx_core.plugins.register_task``) is selected like a stored one: its target
+is derived from the stored labels it names (``Task.sources``, loaded and kept in the sample) by
+``Task.derive_target``; ``derive_targets(sample)`` recomputes it after an augmentation of the stored maps.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mtlx_core.data.layout import SPLITS, DatasetSpec, get_dataset_spec
+
+if TYPE_CHECKING:
+    from mtlx_core.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +108,19 @@ class MTLDataset(Dataset[Sample]):
             raise DatasetError(f"dataset folder {self.root} does not exist")
         self.split = split
         self.tasks = tuple(self.spec.tasks if tasks is None else tasks)
+        #: registered tasks whose targets are derived from stored labels (name -> Task)
+        self.derived: dict[str, Task] = {}
         for t in self.tasks:
-            if t not in self.spec.tasks:
-                raise ValueError(f"task {t!r} not in dataset {self.spec.name!r}; "
-                                 f"valid tasks: {', '.join(self.spec.tasks)}")
+            if t in self.spec.tasks:
+                continue
+            from mtlx_core.tasks import build_task  # a registered task; the error lists the valid names
+
+            self.derived[t] = build_task(t, self.spec)
+        needed = {*self.tasks, *(s for task in self.derived.values() for s in task.sources)}
+        #: the stored labels read from disk (the selected stored tasks and the sources of derived ones)
+        self.stored = tuple(t for t in self.spec.tasks if t in needed)
         base = self.root / split
-        self.dirs = {"image": base / "image", **{t: base / self.spec.folder(t) for t in self.tasks}}
+        self.dirs = {"image": base / "image", **{t: base / self.spec.folder(t) for t in self.stored}}
         counts = {k: _count(d) for k, d in self.dirs.items()}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{self.dirs[k]}: {n}" for k, n in counts.items())
@@ -141,7 +156,16 @@ class MTLDataset(Dataset[Sample]):
         if "normals" in arrays:
             sample["normals"] = torch.from_numpy(np.ascontiguousarray(arrays["normals"], np.float32)).permute(2, 0, 1)
         sample["index"] = torch.tensor(index)
-        return sample
+        return self.derive_targets(sample)
+
+    def derive_targets(self, sample: Sample) -> Sample:
+        """``sample`` with the targets of the derived (registered) tasks computed from its stored labels."""
+        if not self.derived:
+            return sample
+        out = dict(sample)
+        for name, task in self.derived.items():
+            out[name] = task.derive_target({s: sample[s] for s in task.sources})
+        return out
 
 
 def validate_dataset(root: str | Path, dataset: str, tasks: Sequence[str] | None = None) -> dict[str, int]:

@@ -3,7 +3,7 @@
 A model is built from ``task_channels`` (task name -> output channels) and a width multiplier, and
 exposes:
 
-- ``forward(x) -> dict[str, Tensor]`` at the input resolution, tasks in the fixed order of ``TASK_NAMES``;
+- ``forward(x) -> dict[str, Tensor]`` at the input resolution, tasks in the canonical order (``plugins.task_names()``);
 - ``arch_config``: JSON-serialisable keyword arguments of ``build_model`` that rebuild the architecture;
 - ``default_gradcam_layer``: a module name usable with ``model.get_submodule`` (decision D11), and
   ``gradcam_layers``: the registered layers of the layer ablation (``mtlx_core.models.layers``);
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mtlx_core.tasks import TASK_NAMES
+from mtlx_core import plugins
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,17 @@ FIXED_CHANNELS: dict[str, int] = {"depth": 1, "normals": 3}
 
 
 def validate_task_channels(task_channels: Mapping[str, int]) -> dict[str, int]:
-    """Check ``task_channels`` and return it in the canonical task order."""
+    """Check ``task_channels`` and return it in the canonical task order (built-in tasks, then registered ones)."""
+    names = plugins.task_names()
     if not isinstance(task_channels, Mapping) or not task_channels:
         raise ValueError(f"task_channels must be a non-empty mapping task -> channels; valid tasks: "
-                         f"{', '.join(TASK_NAMES)}")
-    unknown = [t for t in task_channels if t not in TASK_NAMES]
+                         f"{', '.join(names)}")
+    unknown = [t for t in task_channels if t not in names]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown} in task_channels; valid tasks: {', '.join(TASK_NAMES)}")
+        raise ValueError(f"unknown task(s) {unknown} in task_channels; valid tasks: {', '.join(names)} (a "
+                         f"plugin's task must be registered: {plugins.HOW_TO_LOAD})")
     out: dict[str, int] = {}
-    for t in TASK_NAMES:
+    for t in names:
         if t not in task_channels:
             continue
         c = task_channels[t]
@@ -62,8 +64,10 @@ def scale_channels(channels: int, width: float) -> int:
 class MultiTaskModel(nn.Module):
     """Base class: bookkeeping of tasks, architecture config and ownership of modules."""
 
-    #: registry name of the architecture (key of ``MODELS``)
-    arch_name: ClassVar[str] = ""
+    #: registry name of the architecture (``mtlx_core.plugins.model_names()``)
+    arch_name: str = ""
+    #: what the input's height and width must divide by (a plugin model's ``input_multiple``)
+    input_multiple: int = 1
     #: Grad-CAM layers of the architecture, label -> module path (``{task}`` allowed), D11's first
     gradcam_layers: ClassVar[dict[str, str]] = {}
 
@@ -81,6 +85,8 @@ class MultiTaskModel(nn.Module):
             **kwargs,
         }
         self.default_gradcam_layer: str = ""
+        #: per-task Grad-CAM layers (task -> module path) where the default layer differs per task (plugins)
+        self.task_gradcam_layers: dict[str, str] = {}
 
     def module_owner(self, name: str) -> str:
         """``"shared"`` or the task that owns the module or parameter called ``name``."""

@@ -34,17 +34,26 @@ def registered_layers(model: nn.Module) -> dict[str, str]:
 
 
 def layer_labels(arch: str) -> list[str]:
-    """The registered labels of architecture ``arch`` (a name of ``mtlx_core.models.MODELS``)."""
+    """The registered labels of architecture ``arch`` (a registered model name; a plugin model has ``d11``)."""
     from mtlx_core.models import MODELS
+    from mtlx_core.plugins import get_model_entry
 
-    if arch not in MODELS:
-        raise ValueError(f"unknown model {arch!r}; valid models: {', '.join(MODELS)}")
-    return list(MODELS[arch].gradcam_layers)
+    if arch in MODELS:
+        return list(MODELS[arch].gradcam_layers)
+    get_model_entry(arch)  # the error lists the registered models
+    return [D11]
 
 
 def resolve_layer_name(model: nn.Module, layer: str | None, task: str | None = None) -> str:
     """Module path of ``layer`` (a registered label, a module path, ``d11`` or ``None`` = the default layer)."""
     default = getattr(model, "default_gradcam_layer", "")
+    per_task: dict[str, str] = getattr(model, "task_gradcam_layers", None) or {}
+    if per_task and (layer is None or layer == D11):
+        if task is None:
+            raise ValueError(f"the default layer of {type(model).__name__} is per task: give the task")
+        if task not in per_task:
+            raise ValueError(f"no Grad-CAM layer declared for task {task!r}; declared: {', '.join(per_task)}")
+        return per_task[task]
     name = default if layer is None or layer == D11 else registered_layers(model).get(layer, layer)
     if not name:
         raise ValueError("no Grad-CAM layer given and the model has no default_gradcam_layer")
@@ -80,6 +89,8 @@ def layer_label(model_or_arch: nn.Module | str, path: str) -> str:
         layers = dict(getattr(cls, "gradcam_layers", {}) or {})
     else:
         layers = registered_layers(model_or_arch)
+        if path in (getattr(model_or_arch, "task_gradcam_layers", None) or {}).values():
+            return D11
     for label, template in layers.items():
         if template == path:
             return label

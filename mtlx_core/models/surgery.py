@@ -29,6 +29,25 @@ def _pair(value: tuple[int, ...]) -> tuple[int, int]:
     return first, second
 
 
+def _conv_groups(module: nn.Conv2d, shape: tuple[int, ...], key: str) -> tuple[int, int]:
+    """``(groups, in_channels)`` of ``module`` rebuilt to a weight of ``shape``.
+
+    A depthwise conv (``groups == in_channels``, ``out = multiplier * in``) keeps its multiplier: pruning
+    removes whole groups (Torch-Pruning's rule). Another grouped conv keeps its number of groups."""
+    out, per_group = shape[0], shape[1]
+    if module.groups > 1 and module.groups == module.in_channels:
+        mult = module.out_channels // module.groups
+        if per_group != 1 or out % mult:
+            raise ValueError(f"state dict {key}weight {shape} cannot rebuild the depthwise conv {key.rstrip('.')} "
+                             f"(groups={module.groups}, {mult} filter(s) per group, "
+                             f"weight {tuple(module.weight.shape)})")
+        return out // mult, out // mult
+    if out % module.groups:
+        raise ValueError(f"state dict {key}weight {shape} cannot rebuild the grouped conv {key.rstrip('.')}: "
+                         f"{out} output channels do not divide into its {module.groups} groups")
+    return module.groups, per_group * module.groups
+
+
 def _resized(module: nn.Module, key: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module | None:
     """A module of the stored shape when it differs from ``module``'s, else None."""
     if isinstance(module, nn.Conv2d):
@@ -37,10 +56,11 @@ def _resized(module: nn.Module, key: str, state_dict: Mapping[str, torch.Tensor]
             return None
         if tuple(w.shape[2:]) != tuple(module.kernel_size):
             raise ValueError(f"state dict {key}weight has kernel {tuple(w.shape[2:])}, model has {module.kernel_size}")
+        groups, cin = _conv_groups(module, tuple(w.shape), key)
         padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
-        return nn.Conv2d(w.shape[1] * module.groups, w.shape[0], _pair(module.kernel_size),
+        return nn.Conv2d(cin, w.shape[0], _pair(module.kernel_size),
                          stride=_pair(module.stride), padding=padding, dilation=_pair(module.dilation),
-                         groups=module.groups,
+                         groups=groups,
                          bias=module.bias is not None, padding_mode=module.padding_mode,
                          device=module.weight.device, dtype=module.weight.dtype)
     if isinstance(module, nn.BatchNorm2d):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError
 from mtlx_core.faithfulness.registry import METRICS, metric_names
+from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 from mtlx_core.precompute.presets import STUDY_PRESETS, describe, get_study_preset
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
 from mtlx_core.store.errors import StoreError
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--publish-every", type=float, help="seconds between snapshots (besides every arm)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_plugin_argument(p)
     return p
 
 
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.preset:
         parser.error("--preset is required (or --merge)")
     try:
+        load_cli_plugins(args)
         preset = get_study_preset(args.preset)
         if args.layers:
             preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError
+from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
 
 logger = logging.getLogger("mtlx_core.prune")
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (default: the parent's setting)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_plugin_argument(p)
     return p
 
 
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from mtlx_core.prune.pipeline import check_request, prune_run
 
     try:
+        load_cli_plugins(args)
         variant = _variant(args)
         check_request(args.method, args.sparsity, variant)
         result = prune_run(args.parent, args.method, args.sparsity, variant=variant,

@@ -14,20 +14,26 @@ full-size model (BN scale and shift, or conv rows when there is no BN), and the 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
 
 from mtlx_core.models.surgery import resize_to_state_dict
 
-if TYPE_CHECKING:
-    from mtlx_core.models.base import MultiTaskModel
-
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    """A conv with one filter per input channel (``groups == in_channels == out_channels > 1``)."""
+    return (isinstance(conv, nn.Conv2d) and conv.groups > 1
+            and conv.groups == conv.in_channels == conv.out_channels)
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,15 @@ class ChannelGroup:
 
 @dataclass
 class ChannelPlan:
-    """All channel groups of a model and, per conv, the groups its input concatenates (in order)."""
+    """All channel groups of a model and, per conv, the groups its input concatenates (in order).
+
+    A depthwise conv reads and writes the same group (its weight has one input column per group).
+    ``fixed``: BNs outside every group (they do not directly follow a conv; derived plans only), never sliced.
+    """
 
     groups: dict[str, ChannelGroup]
     inputs: dict[str, tuple[str, ...]]
+    fixed: frozenset[str] = frozenset()
 
     def prunable(self, needs: str = "") -> list[ChannelGroup]:
         """Prunable groups; ``needs="bn"`` / ``"rank"``: only those with BN / rank sources."""
@@ -93,14 +104,18 @@ class ChannelPlan:
                     if modules[p.bn].num_features != g.size:
                         raise ValueError(f"{p.bn} has {modules[p.bn].num_features} channels, group {g.name} {g.size}")
                     bn_seen.add(p.bn)
-        if set(out_of) != convs or bn_seen != bns or set(self.inputs) != convs:
+        if set(out_of) != convs or bn_seen | self.fixed != bns or set(self.inputs) != convs:
             raise ValueError(f"plan does not cover the model: convs without writer group "
-                             f"{sorted(convs - set(out_of))}, BNs {sorted(bns - bn_seen)}, convs without input "
-                             f"{sorted(convs - set(self.inputs))}")
+                             f"{sorted(convs - set(out_of))}, BNs {sorted(bns - bn_seen - self.fixed)}, convs without "
+                             f"input {sorted(convs - set(self.inputs))}")
         for conv, segs in self.inputs.items():
             n = sum(self.groups[s].size for s in segs)
             if n != modules[conv].in_channels:
                 raise ValueError(f"{conv} reads {modules[conv].in_channels} channels, plan says {n} ({segs})")
+            if is_depthwise(modules[conv]) and segs != (out_of[conv],) and any(
+                    self.groups[s].prunable for s in (*segs, out_of[conv])):
+                raise ValueError(f"depthwise conv {conv} must read the group it writes ({out_of[conv]}), plan says "
+                                 f"{segs}")
 
     def prunable_channels(self, needs: str = "") -> int:
         return sum(g.size for g in self.prunable(needs))
@@ -127,6 +142,7 @@ def sliced_state_dict(model: nn.Module, plan: ChannelPlan,
                       keep: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``model``'s state dict with only the kept channels of every group (absent groups are kept whole)."""
     kept = _kept(plan, keep)
+    modules = dict(model.named_modules())
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for gname, g in plan.groups.items():
         idx = kept[gname]
@@ -142,8 +158,8 @@ def sliced_state_dict(model: nn.Module, plan: ChannelPlan,
                     if full in state:
                         state[full] = state[full].index_select(0, idx.to(state[full].device))
     for conv, segs in plan.inputs.items():
-        if all(kept[s].numel() == plan.groups[s].size for s in segs):
-            continue
+        if all(kept[s].numel() == plan.groups[s].size for s in segs) or is_depthwise(modules[conv]):
+            continue  # a depthwise conv's input channels are its output rows, sliced with its group
         cols, offset = [], 0
         for s in segs:
             cols.append(kept[s] + offset)
@@ -153,13 +169,18 @@ def sliced_state_dict(model: nn.Module, plan: ChannelPlan,
     return state
 
 
-def prune_channels(model: MultiTaskModel, plan: ChannelPlan, keep: Mapping[str, torch.Tensor]) -> MultiTaskModel:
-    """A new, smaller dense model holding only the kept channels (``model`` is left unchanged)."""
+def prune_channels(model: M, plan: ChannelPlan, keep: Mapping[str, torch.Tensor]) -> M:
+    """A new, smaller dense model holding only the kept channels (``model`` is left unchanged).
+
+    A registry model is rebuilt from its ``arch_config``; any other module is copied, then resized.
+    """
     from mtlx_core.models import build_model
+    from mtlx_core.models.base import MultiTaskModel
 
     state = sliced_state_dict(model, plan, keep)
     param = next(model.parameters())
-    small = resize_to_state_dict(build_model(**model.arch_config), state)
+    fresh = build_model(**model.arch_config) if isinstance(model, MultiTaskModel) else copy.deepcopy(model)
+    small = resize_to_state_dict(cast(M, fresh), state)  # depthwise convs: groups follow their channels
     small.load_state_dict(state)
     small.to(param.device).train(model.training)
     return small

@@ -18,12 +18,16 @@ SegNet-MTAN (``f[j]`` = encoder widths, ``t`` = every task):
 DeepLab-ResNet-34: a stage's residual chain is one group (the stem, every block's ``bn2`` and the stage's
 shortcut write it; a stage without shortcut continues the previous chain); every block's inner channels; the ASPP
 hidden layers (no BN: HRank only). The ASPP output convs are not prunable.
+
+Any other model: ``channel_plan`` derives the plan from Torch-Pruning's dependency graph
+(``mtlx_core.prune.derived_plan``); ``tests/test_derived_plan.py`` checks the DeepLab plan against the derived one.
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
 
 from mtlx_core.models.deeplab import DeepLabResNet34
@@ -164,12 +168,17 @@ def deeplab_plan(model: DeepLabResNet34) -> ChannelPlan:
     return plan
 
 
-def channel_plan(model: nn.Module) -> ChannelPlan:
-    """The channel plan of a registry model (pruned or not: sizes are read from its layers)."""
+def channel_plan(model: nn.Module, example_input: torch.Tensor | None = None) -> ChannelPlan:
+    """The channel plan of a model (pruned or not: sizes are read from its layers).
+
+    SegNet-MTAN and DeepLab have hand-written plans; any other model's plan is derived from Torch-Pruning's
+    dependency graph (``mtlx_core.prune.derived_plan``), traced on ``example_input`` (default: a zero RGB image
+    whose side is a multiple of the model's ``input_multiple``).
+    """
     if isinstance(model, SegNetMTAN):
         return segnet_mtan_plan(model)
     if isinstance(model, DeepLabResNet34):
         return deeplab_plan(model)
-    arch = getattr(model, "arch_name", type(model).__name__)
-    raise ValueError(f"no channel plan for architecture {arch!r}; valid architectures: "
-                     f"{SegNetMTAN.arch_name}, {DeepLabResNet34.arch_name}")
+    from mtlx_core.prune.derived_plan import default_example_input, derive_channel_plan
+
+    return derive_channel_plan(model, default_example_input(model) if example_input is None else example_input)

@@ -73,6 +73,11 @@ class PruningMethod(ABC):
     #: structured: which prunable groups the method rates (``ChannelPlan.prunable``: "", "bn" or "rank")
     channel_kind: str = ""
 
+    def supports(self, arch: str) -> bool:
+        """Whether the method prunes ``arch``: its listed architectures and every plugin model (a structured
+        method then works on the plan derived from Torch-Pruning's graph, ``mtlx_core.prune.derived_plan``)."""
+        return arch in self.architectures or arch not in ARCHITECTURES
+
     def check_sparsity(self, sparsity: float) -> None:
         """Raise ``ValueError`` for a sparsity the method cannot produce (the range is checked before)."""
         return None

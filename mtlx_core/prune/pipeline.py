@@ -165,9 +165,9 @@ def finetune_plan(m: PruningMethod, parent_id: str, variant: str | None, preset:
     """The parent's config, the variant, the prune preset and the fine-tuning config of ``m`` on ``parent_id``
     (shared by pruned runs and their training-budget controls, ``mtlx_core.prune.control``)."""
     parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
-    if arch not in m.architectures:
+    if not m.supports(arch):
         raise ValueError(f"method {m.name!r} does not support architecture {arch!r}; supported: "
-                         f"{', '.join(m.architectures)}")
+                         f"{', '.join(m.architectures)} and plugin models")
     variant = variant if variant is not None else m.default_variant(parent_cfg)
     m.check_parent(parent_cfg, variant, parent_id)
     p = resolve_preset(parent_cfg, parent_id, m.name, variant, preset)

@@ -3,7 +3,8 @@
 ``PruningRecord.to_dict`` is what a pruned run stores; ``PruningRecord.from_dict`` reads it back typed (a missing
 field is a ``ValueError`` naming it; keys of records written before a field existed fall back to its default,
 unknown keys go to ``details``). Per module kind (``MODULE_KINDS``: trunk encoder, trunk decoder, shared
-attention convolutions, attention modules' hidden channels, heads) it holds what the method removed: output
+attention convolutions, attention modules' hidden channels, heads; a plugin model's: shared layers and heads,
+by the declared task modules) it holds what the method removed: output
 channels of the writing convolutions for structured methods, zeroed weights for unstructured ones.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from mtlx_core.models.base import SHARED
 from mtlx_core.prune.channels import ChannelPlan
 
 #: first component of a module name -> module kind (SegNet-MTAN and DeepLab-ResNet34)
@@ -23,20 +25,27 @@ KIND_OF_PREFIX: dict[str, str] = {
     "decoder_block": "trunk_decoder", "conv_block_dec": "trunk_decoder",
     "encoder_block_att": "shared_attention", "decoder_block_att": "shared_attention",
     "encoder_att": "attention_hidden", "decoder_att": "attention_hidden", "heads": "heads"}
-#: module kinds in display order, with their labels
+#: module kinds in display order, with their labels (``shared``: a plugin model's modules that no task owns)
 MODULE_KINDS: dict[str, str] = {
     "trunk_encoder": "trunk encoder", "trunk_decoder": "trunk decoder",
-    "shared_attention": "shared attention convs", "attention_hidden": "attention hidden", "heads": "heads"}
+    "shared_attention": "shared attention convs", "attention_hidden": "attention hidden", "heads": "heads",
+    "shared": "shared layers"}
 #: a kept channel whose (mean rating) |gamma| is below this is counted as nearly dead
 SMALL_GAMMA = 1e-3
 
 
-def module_kind(name: str) -> str:
+def module_kind(name: str, model: nn.Module | None = None) -> str:
+    """The kind of module ``name``: by its first component for our architectures; for another model
+    (``model`` given, e.g. a plugin model) ``heads`` when a task owns it (``model.module_owner``), else
+    ``shared``."""
     prefix = name.split(".", 1)[0]
-    try:
+    if prefix in KIND_OF_PREFIX:
         return KIND_OF_PREFIX[prefix]
-    except KeyError:
-        raise ValueError(f"module {name!r} has no module kind; known prefixes: {', '.join(KIND_OF_PREFIX)}") from None
+    owner = getattr(model, "module_owner", None)
+    if callable(owner):
+        return "shared" if owner(name) == SHARED else "heads"
+    raise ValueError(f"module {name!r} has no module kind; known prefixes: {', '.join(KIND_OF_PREFIX)} (pass the "
+                     f"model to classify other models' modules by their owner)")
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def channels_by_kind(dense: nn.Module, pruned: nn.Module, plan: ChannelPlan) -> 
         for prod in g.producers:
             if prod.tied:
                 continue
-            k = module_kind(prod.conv)
+            k = module_kind(prod.conv, dense)
             before[k] = before.get(k, 0) + int(d[prod.conv].out_channels)
             after[k] = after.get(k, 0) + int(p[prod.conv].out_channels)
     return tuple(ModuleShare(k, before[k], after[k], "channels") for k in MODULE_KINDS if k in before)
@@ -75,7 +84,7 @@ def weights_by_kind(model: nn.Module) -> tuple[ModuleShare, ...]:
     after: dict[str, int] = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
-            k = module_kind(name)
+            k = module_kind(name, model)
             before[k] = before.get(k, 0) + m.weight.numel()
             after[k] = after.get(k, 0) + int((m.weight != 0).sum())
     return tuple(ModuleShare(k, before[k], after[k], "weights") for k in MODULE_KINDS if k in before)

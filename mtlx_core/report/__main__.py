@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 from mtlx_core.report.build import FORMATS, write_report
 from mtlx_core.stats.verdict import VerdictSettings
 from mtlx_core.store.errors import StoreError
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto-metric", help="faithfulness metric of the Pareto views (default: the first, IROF)")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the sensitivity analysis on the (image, target) pairs both models have")
+    add_plugin_argument(p)
     return p
 
 
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
+        load_cli_plugins(args)
         settings = VerdictSettings(alpha=args.alpha, delta_share=args.delta_share, n_boot=args.n_boot,
                                    seed=args.seed)
         res = write_report(store_path(args.store), args.out, args.format, settings, args.value, args.variants,

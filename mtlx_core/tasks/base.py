@@ -4,11 +4,17 @@ Shapes (B = batch):
 - segmentation: prediction ``(B, C, H, W)`` raw logits, target ``(B, H, W)`` long with ``-1`` = ignore
 - depth:        prediction ``(B, 1, H, W)``, target ``(B, 1, H, W)`` with ``0`` = invalid
 - normals:      prediction ``(B, 3, H, W)`` unit vectors, target ``(B, 3, H, W)`` with all-zero = invalid
+
+A task registered by a plugin (``mtlx_core.plugins.register_task``) derives its target from the stored labels
+of the dataset: it names them in ``sources`` (built-in task names) and computes one sample's target in
+``derive_target``; the dataset calls it after loading (and again after augmentation), so everything else
+(training, evaluation, explanations, faithfulness) sees ``batch[task.name]`` as for a built-in task.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -76,6 +82,13 @@ class Task(ABC):
     higher_is_better: ClassVar[dict[str, bool]]
     #: the metric reported first (summary tables, accuracy-vs-sparsity plots)
     primary_metric: ClassVar[str]
+    #: stored labels the target is derived from (built-in task names); empty: the task's own stored label
+    sources: ClassVar[tuple[str, ...]] = ()
+
+    def derive_target(self, labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The target of one sample from its stored labels ``{source: tensor}`` (``segmentation`` ``(H, W)``
+        long, ``depth`` ``(1, H, W)``, ``normals`` ``(3, H, W)``); only called for a task with ``sources``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no target derivation")
 
     @property
     @abstractmethod

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError
+from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
 from mtlx_core.train.config import PRESETS, resolve_config
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "authors or sgd (sets bn_l1, bn_l1_mode, bn_l1_scope and the optimizer)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_plugin_argument(p)
     return p
 
 
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        load_cli_plugins(args)
         cfg = resolve_config(args.preset, data_root=args.data_root, iterations=args.iterations,
                              batch_size=args.batch_size, lr=args.lr, width=args.width, device=args.device,
                              seed=args.seed, tasks=args.tasks, num_workers=args.num_workers,

@@ -58,7 +58,7 @@ class SeededFrames(Dataset[Sample]):
         sample = self.base[index]
         if self.augment is not None:
             g = torch.Generator().manual_seed(aug_seed)
-            sample = self.augment(sample, g)
+            sample = self.base.derive_targets(self.augment(sample, g))  # plugin tasks: from the augmented labels
         return sample
 
 

@@ -61,9 +61,10 @@ def fit_trivial_predictors(train: MTLDataset, max_frames: int = 256) -> dict[str
 
 def evaluate_trivial(preds: dict[str, torch.Tensor], dataset: MTLDataset, tasks: dict[str, Task],
                      batch_size: int = 8) -> dict[str, dict[str, float]]:
-    metrics = {name: task.new_metric() for name, task in tasks.items()}
+    """Metrics of the constant predictors; tasks without one (registered plugin tasks) are left out."""
+    metrics = {name: task.new_metric() for name, task in tasks.items() if name in preds}
     for batch in eval_batches(dataset, batch_size):
-        for name in tasks:
+        for name in metrics:
             metrics[name].update(_constant_prediction(name, preds[name], batch["image"]), batch[name])
     return {name: m.compute() for name, m in metrics.items()}
 
