@@ -19,6 +19,9 @@ batch share ONE forward and ONE batched backward: target slot ``j`` sums the ``j
 (images are independent in eval mode, so image ``i``'s slice of the gradient is its own target's), and
 ``torch.autograd.grad(..., is_grads_batched=True)`` differentiates all slots at once. The hook on the layer
 returns a detached leaf copy of its output, so the backward stops at the layer; it is removed in ``finally``.
+That capture (``layer_gradients``) and the map post-processing (``explanations_from_cams``) are shared with the
+other explainers (``mtlx_core.explain.explainers``: Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM, Score-CAM,
+Integrated Gradients).
 """
 
 from __future__ import annotations
@@ -95,20 +98,21 @@ def resolve_layer(model: nn.Module, layer: str | None, task: str | None = None) 
 
 
 def _forward_with_leaf(model: nn.Module, module: nn.Module, images: torch.Tensor,
-                       task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward pass whose ``module`` output is replaced by a leaf tensor requiring grad."""
+                       task: str, track_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass whose ``module`` output is replaced by a leaf tensor requiring grad (``track_grad=False``:
+    a plain detached copy and no graph, for explainers that only need the layer's activations)."""
     captured: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, _inp: object, out: object) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"Grad-CAM layer must output a tensor, got {type(out).__name__}")
-        leaf = out.detach().requires_grad_(True)
+        leaf = out.detach().requires_grad_(track_grad)
         captured.append(leaf)
         return leaf
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.enable_grad():
+        with torch.set_grad_enabled(track_grad):
             out = model(images)[task]
     finally:
         handle.remove()
@@ -117,38 +121,70 @@ def _forward_with_leaf(model: nn.Module, module: nn.Module, images: torch.Tensor
     return out, captured[0]
 
 
-def gradcam_maps(model: nn.Module, images: torch.Tensor, task: Task, layer: str | None = None,
-                 targets: Sequence[Sequence[ExplanationTarget]] | None = None,
-                 ) -> tuple[list[list[torch.Tensor]], list[list[ExplanationTarget]]]:
-    """Raw (un-normalised) Grad-CAM maps ``(h, w)`` per image and target, and the targets used."""
+@dataclass(frozen=True, eq=False)
+class LayerGradients:
+    """One forward and one batched backward of every target of a task (shared by the gradient CAMs)."""
+
+    acts: torch.Tensor  # (B, K, h, w) the layer's activations, detached
+    grads: torch.Tensor  # (S, B, K, h, w) slot j = d(j-th target of each image)/d acts
+    targets: list[list[ExplanationTarget]]  # per image; target j of image i uses slot j
+
+
+def resolve_targets(task: Task, out: torch.Tensor, targets: Sequence[Sequence[ExplanationTarget]] | None
+                    ) -> list[list[ExplanationTarget]]:
+    """The targets per image: given, or ``task.explanation_targets`` of each clean prediction in ``out``."""
+    if targets is None:
+        targets = [task.explanation_targets(out[i].detach()) for i in range(out.shape[0])]
+    if len(targets) != out.shape[0]:
+        raise ValueError(f"targets given for {len(targets)} images, batch has {out.shape[0]}")
+    return [list(t) for t in targets]
+
+
+def layer_gradients(model: nn.Module, images: torch.Tensor, task: Task, layer: str | None = None,
+                    targets: Sequence[Sequence[ExplanationTarget]] | None = None) -> LayerGradients:
+    """The layer's activations and their gradients for every target of ``task`` (one forward, one batched
+    backward); targets from ``task.explanation_targets`` on the clean prediction unless given."""
     _, module = resolve_layer(model, layer, task.name)
     model.eval()
     out, acts = _forward_with_leaf(model, module, images, task.name)
     try:
-        if targets is None:
-            targets = [task.explanation_targets(out[i].detach()) for i in range(out.shape[0])]
-        if len(targets) != out.shape[0]:
-            raise ValueError(f"targets given for {len(targets)} images, batch has {out.shape[0]}")
-        listed: list[list[ExplanationTarget]] = [list(t) for t in targets]
-        targets = listed
-        n_slots = max((len(t) for t in targets), default=0)
+        listed = resolve_targets(task, out, targets)
+        n_slots = max((len(t) for t in listed), default=0)
         if n_slots == 0:
-            return [[] for _ in listed], listed
+            return LayerGradients(acts.detach(), acts.new_zeros((0, *acts.shape)), listed)
         with torch.enable_grad():
             slots = []
             for j in range(n_slots):
-                terms = [task.gradcam_objective(out[i], t[j]) for i, t in enumerate(targets) if j < len(t)]
+                terms = [task.gradcam_objective(out[i], t[j]) for i, t in enumerate(listed) if j < len(t)]
                 slots.append(torch.stack(terms).sum())
             y = torch.stack(slots)
             grads = torch.autograd.grad(y, acts, grad_outputs=torch.eye(n_slots, dtype=y.dtype, device=y.device),
                                         is_grads_batched=True, allow_unused=True)[0]
         if grads is None:  # no target depends on the layer
             grads = torch.zeros((n_slots, *acts.shape), dtype=acts.dtype, device=acts.device)
-        weights = grads.mean(dim=(-2, -1))  # (slots, B, K)
-        cams = torch.relu(torch.einsum("sbk,bkhw->sbhw", weights, acts.detach()))
+        return LayerGradients(acts.detach(), grads, listed)
     finally:
         del out, acts
-    return [[cams[j, i] for j in range(len(t))] for i, t in enumerate(listed)], listed
+
+
+def gradcam_combine(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM maps ``(S, B, h, w)`` before ReLU: ``sum_k mean_uv(grads_k) * acts_k``."""
+    weights = grads.mean(dim=(-2, -1))  # (slots, B, K)
+    return torch.einsum("sbk,bkhw->sbhw", weights, acts)
+
+
+def per_image(cams: torch.Tensor, targets: list[list[ExplanationTarget]]) -> list[list[torch.Tensor]]:
+    """Slot-major maps ``(S, B, h, w)`` as one list of ``(h, w)`` maps per image, one per target."""
+    return [[cams[j, i] for j in range(len(t))] for i, t in enumerate(targets)]
+
+
+def gradcam_maps(model: nn.Module, images: torch.Tensor, task: Task, layer: str | None = None,
+                 targets: Sequence[Sequence[ExplanationTarget]] | None = None,
+                 ) -> tuple[list[list[torch.Tensor]], list[list[ExplanationTarget]]]:
+    """Raw (un-normalised) Grad-CAM maps ``(h, w)`` per image and target, and the targets used."""
+    lg = layer_gradients(model, images, task, layer, targets)
+    cams = torch.relu(gradcam_combine(lg.acts, lg.grads))
+    return per_image(cams, lg.targets), lg.targets
 
 
 def normalise_minmax(cam: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -162,12 +198,24 @@ def normalise_minmax(cam: torch.Tensor) -> tuple[torch.Tensor, bool]:
 def explain(model: nn.Module, images: torch.Tensor, task: Task, layer: str | None = None,
             targets: Sequence[Sequence[ExplanationTarget]] | None = None) -> list[Explanation]:
     """Grad-CAM maps of every target of ``task`` for a batch ``(B, 3, H, W)``; ordered by image, then target."""
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    check_images(images)
     name, _ = resolve_layer(model, layer, task.name)
     settings = GradCamSettings(layer=name, target_rule=str(getattr(task, "bins", "")))
     cams, used = gradcam_maps(model, images, task, name, targets)
-    size = tuple(images.shape[-2:])
+    return explanations_from_cams(cams, used, task, name, settings, tuple(images.shape[-2:]))
+
+
+def check_images(images: torch.Tensor) -> None:
+    """A clear error for a batch that is not ``(B, 3, H, W)``."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+
+
+def explanations_from_cams(cams: Sequence[Sequence[torch.Tensor]], used: Sequence[Sequence[ExplanationTarget]],
+                           task: Task, layer: str, settings: GradCamSettings, size: tuple[int, ...]
+                           ) -> list[Explanation]:
+    """Explanations from raw non-negative maps per image and target: each map min-max normalised at its own
+    resolution (``map_layer``), then bilinear-resized to ``size`` (``map_input``); ordered by image, then target."""
     results: list[Explanation] = []
     for i, (cams_i, targets_i) in enumerate(zip(cams, used, strict=True)):
         if not cams_i:
@@ -177,10 +225,10 @@ def explain(model: nn.Module, images: torch.Tensor, task: Task, layer: str | Non
         input_maps = F.interpolate(layer_maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         for t, (m, zero), up in zip(targets_i, normed, input_maps, strict=True):
             results.append(Explanation(
-                image_index=i, task=task.name, target=t, layer=name,
+                image_index=i, task=task.name, target=t, layer=layer,
                 map_layer=m.cpu().numpy().astype(np.float32), map_input=up.cpu().numpy().astype(np.float32),
                 is_zero=zero, settings=settings))
     n_zero = sum(e.is_zero for e in results)
     if n_zero:
-        logger.info("%d of %d %s Grad-CAM maps are all zero", n_zero, len(results), task.name)
+        logger.info("%d of %d %s %s maps are all zero", n_zero, len(results), task.name, settings.method)
     return results
