@@ -275,6 +275,21 @@ def test_seeds_train_one_dense_model_per_seed_each_pruned_and_pooled_by_the_verd
     seed_of = dict(zip(roles["model_id"], roles["seed"], strict=True))
     assert {seed_of[m] for m in pairs["model_id"]} == {0, 1}
     assert all(seed_of[m] == seed_of[r] for m, r in zip(pairs["model_id"], pairs["reference_id"], strict=True))
+    # the noise floor of map similarity: seed 1's dense maps against seed 0's, on every target both explained
+    both = _one(store, f"SELECT count(*) FROM explanations a JOIN explanations b USING (image_id, task, target_id, "
+                       f"layer) WHERE a.model_id = '{dense[1][0]}' AND b.model_id = '{dense[0][0]}' "
+                       "AND a.layer_role = 'primary'")
+    seeds_sim = _query(store, "SELECT reference_id, count(*) FROM similarity WHERE model_id = "
+                              f"'{dense[1][0]}' GROUP BY 1")
+    assert both > 0
+    assert seeds_sim == [(dense[0][0], both)]
+    noise = query.seed_noise(s, "spearman", n_boot=200)
+    assert set(noise["n_pairs"]) == {1}
+    assert set(noise["task"]) == {t for (t,) in _query(store, "SELECT DISTINCT task FROM similarity WHERE "
+                                                              f"model_id = '{dense[1][0]}'")}
+    moved = query.similarity_vs_sparsity(s, "spearman", n_boot=200)
+    assert dense[1][0] not in set(moved["model_id"])  # seed rows are not pruning comparisons
+    assert set(moved["role"]) == {"pruned", "control"}
 
 
 def test_random_baseline_is_one_map_per_image(shared: dict[str, Path]) -> None:

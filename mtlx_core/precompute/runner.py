@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.plan import Clock, PrecomputeResult, arm_config, check_data, check_layers
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
+from mtlx_core.precompute.seed_noise import seed_similarity_rows
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import (
     Batch,
@@ -81,9 +83,16 @@ class Runner:
         self.skey = slic_key(self.settings.slic)
         self.metrics = self.settings.metric_names()
         metric_sets(self.settings)  # options and dependencies checked before any work starts
-        check_layers(preset)
+        self._check_preset()
 
     # --- plumbing ---------------------------------------------------------------------------------------
+    def _check_preset(self) -> None:
+        """Checks before any work (a runner of given models, ``mtlx_core.audit``, checks its own inputs)."""
+        check_layers(self.preset)
+
+    def _check_data(self) -> None:
+        check_data([a for _, a in self.arms], self.data)
+
     def _commit(self, unit: UnitRows) -> None:
         self.w.set_meta({"status": "running"})  # until the end: a snapshot of a killed run says so (no-op after)
         self.w.commit(unit)
@@ -105,7 +114,7 @@ class Runner:
 
     def run(self) -> PrecomputeResult:
         t0 = time.monotonic()
-        check_data([a for _, a in self.arms], self.data)
+        self._check_data()
         self.w = StoreWriter.open(self.store)
         try:
             self.w.ensure_meta({"preset": self.preset.name, "settings_key": self.settings.key(),
@@ -172,9 +181,24 @@ class Runner:
                 self._commit(UnitRows(uid, "images", images_unit(b, spec.name, self.settings.slic), arm.arm_id,
                                       None, {"indices": b.indices, "image_ids": b.image_ids},
                                       *t.spent()))
+        dense_ids = []
         for k in range(self.seeds):  # replicates: the dense model trained with the preset's seed + k, each pruned
             seed_cfg = cfg if k == 0 else arm_config(arm, self.data, self.device, k)
             self._run_seed(pos, arm, phase, seed_cfg, spec, tasks, batches, input_shape, first=k == 0)
+            dense_ids.append(seed_cfg.run_id())
+        if phase == "primary":
+            self._seed_noise(arm, dense_ids, [i for b in batches for i in b.image_ids])
+
+    def _seed_noise(self, arm: ArmSpec, dense_ids: list[str], image_ids: list[str]) -> None:
+        """Every further seed's dense maps against the first seed's (the noise floor of map similarity)."""
+        for dense_id in dense_ids[1:]:
+            uid = f"seed_similarity:{dense_id}:{dense_ids[0]}"
+            if self._is_done(uid):
+                continue
+            t = Clock()
+            rows = seed_similarity_rows(self.w.con, dense_id, dense_ids[0], image_ids, self.settings.topk)
+            self._commit(UnitRows(uid, "seed_similarity", {"similarity": rows}, arm.arm_id, dense_id,
+                                  {"reference": dense_ids[0], "images": len(image_ids)}, *t.spent()))
 
     def _run_seed(self, pos: int, arm: ArmSpec, phase: str, cfg: TrainConfig, spec: Any, tasks: dict,
                   batches: list[Batch], input_shape: tuple[int, ...], first: bool) -> None:
@@ -191,7 +215,7 @@ class Runner:
                 rows["arms"] = [arm_row(arm, pos, rows["models"][0])]
             self._commit(UnitRows(uid, "train", rows, arm.arm_id, res.run_id, {"preset": cfg.preset,
                                                                               "seed": cfg.seed}, *t.spent()))
-        self._draw_targets(arm, spec, cfg, batches)
+        self._draw_targets(arm, spec, dense_id, cfg.arch, cfg.tasks, batches)
         levels = [s for s in arm.sparsities if s > 0] if phase != "control" else []
         with_control = phase == "control" or (phase == "ablation" and self.preset.controls)
         what = {"primary": "explain", "control": "control", "ablation": "layers"}[phase]
@@ -251,10 +275,10 @@ class Runner:
         return model_id
 
     # --- the dense model's targets -----------------------------------------------------------------------
-    def _draw_targets(self, arm: ArmSpec, spec: Any, cfg: TrainConfig, batches: list[Batch]) -> None:
+    def _draw_targets(self, arm: ArmSpec, spec: Any, dense_id: str, arch: str, task_names: Sequence[str],
+                      batches: list[Batch]) -> None:
         """The dense model's candidate targets on the whole sample and the seeded stratified draw."""
-        dense_id = cfg.run_id()
-        task_k = tuple((name, self.settings.targets_for(cfg.arch, name, arm.arm_id)) for name in cfg.tasks)
+        task_k = tuple((name, self.settings.targets_for(arch, name, arm.arm_id)) for name in task_names)
         draw = TargetDraw(self.settings.max_targets, self.settings.seed,
                           tuple(x for x in task_k if x[1] != self.settings.max_targets))
         ids = [i for b in batches for i in b.image_ids]

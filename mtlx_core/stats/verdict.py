@@ -131,7 +131,9 @@ def verdict_table(pairs: pd.DataFrame, settings: VerdictSettings | None = None) 
     cell's verdict (pooled when the cell has several seeds). Sorted by arm, reference, task, metric, level."""
     s = settings or VerdictSettings()
     check_pairs(pairs)
-    pairs = pairs[np.isfinite(pairs["margin_model"]) & np.isfinite(pairs["margin_reference"])]
+    # as floats: margins that are all missing (every map of a model all zero) come as objects (None)
+    finite = np.isfinite(pairs["margin_model"].astype(float)) & np.isfinite(pairs["margin_reference"].astype(float))
+    pairs = pairs[finite]
     if pairs.empty:
         return pd.DataFrame(columns=[*VERDICT_COLUMNS, "arm_id", "seed", "primary"])
     seeds = _seed_rows(pairs, s)
@@ -178,6 +180,9 @@ def slope_table(cells: pd.DataFrame, perf: pd.DataFrame, level: float = 0.95) ->
     """Slope of mean Δ faithfulness on Δ task metric across pruned models (one point per model and seed), per
     arm and over all arms, for every task × metric × reference. ``perf``: model_id, reference_id, task,
     d_perf (the task's primary metric, model minus reference, signed so that positive = better)."""
+    columns = ["scope", "task", "metric", "reference", "n_models", "slope", "ci_low", "ci_high", "p"]
+    if cells.empty:  # no pruned model has a scored explanation paired with its reference's
+        return pd.DataFrame(columns=columns)
     pts = cells[(cells["seed"] != POOLED) & (cells["model_role"] == "pruned")]
     pts = pts.merge(perf[["model_id", "reference_id", "task", "d_perf"]], on=["model_id", "reference_id", "task"])
     rows = []
@@ -186,5 +191,4 @@ def slope_table(cells: pd.DataFrame, perf: pd.DataFrame, level: float = 0.95) ->
             k = dict(zip([*scope_keys, "task", "metric", "reference"], key, strict=True))
             rows.append({"scope": k.pop("arm_id", "all") if scope == "arm" else "all", **k,
                          **slope(g["d_perf"].to_numpy(), g["mean_delta"].to_numpy(), level)})
-    return pd.DataFrame(rows, columns=["scope", "task", "metric", "reference", "n_models", "slope", "ci_low",
-                                       "ci_high", "p"])
+    return pd.DataFrame(rows, columns=columns)
