@@ -79,7 +79,7 @@ def sparsity_label(row: pd.Series | dict[str, Any]) -> str:
     if row["is_dense"]:
         return "dense"
     target, achieved = float(row["target_sparsity"]), float(row["achieved_sparsity"])
-    label = f"{target * 100:g} %"
+    label = f"{target * 100:.4g} %"
     return label + (f" (achieved {achieved * 100:.1f} %)" if abs(achieved - target) > 0.01 else "")
 
 

@@ -62,7 +62,7 @@ st.markdown(" · ".join(f"**{counts.get(v, 0)}** {v}" for v in vf.VERDICT_ORDER)
             + f" of {len(shown)} cells (reference: {reference})")
 
 cells = {vf.cell_key(r): r for r in shown.to_dict("records")}
-row_label = {(a, lv): f"{labels.get(a) or a} · {lv * 100:g} %" for a, lv in zip(shown["arm_id"], shown["level"],
+row_label = {(a, lv): f"{labels.get(a) or a} · {lv * 100:.4g} %" for a, lv in zip(shown["arm_id"], shown["level"],
                                                                                 strict=True)}
 event = st.plotly_chart(vf.grid(shown, row_label, st.session_state.get("vd_cell")), key="vd_grid",
                         on_select="rerun", selection_mode="points")
@@ -78,7 +78,7 @@ if st.session_state.get("vd_cell") not in cells:
 def cell_name(k: str) -> str:
     r = cells[k]
     arm = labels.get(r["arm_id"]) or r["arm_id"]
-    return (f"{arm} · {r['level'] * 100:g} % · {TASK_LABELS.get(r['task'], r['task'])} · {metric_label(r['metric'])}"
+    return (f"{arm} · {r['level'] * 100:.4g} % · {TASK_LABELS.get(r['task'], r['task'])} · {metric_label(r['metric'])}"
             f" — {r['verdict']}")
 
 

@@ -83,7 +83,7 @@ def family(fam: pd.DataFrame, selected_model: str) -> go.Figure:
     """The tests of the cell's family (its arm, task, metric, reference over the levels): mean delta with its
     interval coloured by verdict, the TOST band ±delta per level, Holm-adjusted p in the hover."""
     fam = fam.sort_values("level")
-    x = [f"{lv * 100:g} %" for lv in fam["level"]]
+    x = [f"{lv * 100:.4g} %" for lv in fam["level"]]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=x, y=2 * fam["margin"], base=-fam["margin"], marker={"color": "rgba(31,119,180,0.15)"},
                          name="±δ (TOST margin)", hoverinfo="skip"))

@@ -57,7 +57,7 @@ def grid_figure(cells: pd.DataFrame, reference: str) -> Figure:
     ax.imshow(code, cmap=ListedColormap([*VERDICT_COLORS.values(), NO_DATA]), vmin=0, vmax=len(names) - 1,
               aspect="auto")
     ax.set_xticks(range(len(cols)), [f"{t}\n{m}" for t, m in cols], fontsize=7, rotation=90)
-    ax.set_yticks(range(len(rows)), [f"{a} {lv * 100:g}%" for a, lv in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{a} {lv * 100:.4g}%" for a, lv in rows], fontsize=7)
     ax.set_title(f"Verdict vs {reference} (margin over chance; text: mean delta, x: task metric no better than "
                  "trivial)", fontsize=8)
     ax.legend(handles=[Patch(color=col, label=n) for n, col in [*VERDICT_COLORS.items(), ("no data", NO_DATA)]],
