@@ -203,14 +203,16 @@ class Runner:
         layers = ([] if phase != "ablation" else layer_plan(load_run(dense_id, self.models_dir).model,
                                                             tasks, self.settings, arm.arm_id).ablation_layers)
         try:
+            which = self.settings.explainers_for  # the sub-grid of the extra explainers
             if phase != "control":
-                self._explain_model(arm, spec, dense_id, None, batches, bar, layers)
+                self._explain_model(arm, spec, dense_id, None, batches, bar, layers, which(True, None))
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers,
+                                    which(False, sorted(levels).index(s)))
             if with_control:
                 model_id = self._control(arm, cfg, dense_id, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers, which(False, None))
         finally:
             bar.close()
 
@@ -272,8 +274,10 @@ class Runner:
 
     # --- explanations of one model ----------------------------------------------------------------------
     def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,
-                       batches: list[Batch], bar: tqdm, layers: list[str]) -> None:
-        """The model's primary units of every batch, then its ``layers`` (ablation) units."""
+                       batches: list[Batch], bar: tqdm, layers: list[str],
+                       explainers: tuple[str, ...] = ("gradcam",)) -> None:
+        """The model's primary units of every batch (each of ``explainers``), then its ``layers`` (ablation)
+        units (Grad-CAM)."""
         pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")
                    or any(not self._is_done(f"layer:{model_id}:{b.key}:{lay}") for lay in layers)]
         bar.update(len(batches) - len(pending))
@@ -293,10 +297,11 @@ class Runner:
                 dense = DenseMaps(dense_id, dense_maps(con, dense_id, b, self.done)) if dense_id is not None else None
                 limited = self.settings.limits_targets()
                 wanted = wanted_targets(con, dense_id or model_id, b) if limited else None
-                rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
+                rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense, explainers)
                 self._commit(UnitRows(uid, "explain", rows, arm.arm_id, model_id,
                                       {"batch": b.key, "indices": b.indices, "dense": dense_id,
-                                       "layers": explainer.plan.primary}, *t.spent()))
+                                       "layers": explainer.plan.primary, "explainers": list(explainers)},
+                                      *t.spent()))
             for lay in layers:
                 uid = f"layer:{model_id}:{b.key}:{lay}"
                 if self._is_done(uid):

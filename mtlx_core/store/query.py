@@ -45,6 +45,7 @@ import pandas as pd
 from mtlx_core.explain.similarity import map_similarity as map_similarity
 from mtlx_core.stats.pareto import COST_AXES as COST_AXES
 from mtlx_core.store.artefacts import _in
+from mtlx_core.store.artefacts import explainers as explainers
 from mtlx_core.store.artefacts import image as image
 from mtlx_core.store.artefacts import image_png as image_png
 from mtlx_core.store.artefacts import images as images

@@ -13,7 +13,7 @@ Tables
 - ``images``: the evaluated images (PNG) and their split/index.
 - ``superpixels``: SLIC labels per image and settings (computed once, reused by every model and target).
 - ``predictions``: each model's clean prediction per image and task (argmax labels, depth, normals).
-- ``explanations``: Grad-CAM maps per (model, image, task, target, layer) at input and layer resolution.
+- ``explanations``: maps per (model, image, task, target, explainer, layer) at input and layer resolution.
 - ``faithfulness``: one score per (model, image, task, target, explainer, layer, metric, ordering, random
   replicate, settings key): the curve (task scalar over its clean value at ``x``, the share of the image
   perturbed), ``score`` (the metric's own number: IROF's AOC, RISE's AUC, ...), ``score_norm`` (scaled to
@@ -37,6 +37,13 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
   torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
   ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
   float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Schema 5 (issue 21): ``explanations`` carries ``explainer`` (a name of
+  ``mtlx_core.explain.explainers.EXPLAINERS``: ``gradcam``, ``gradcampp``, ...) in its key; ``faithfulness`` rows
+  carry the explainer whose map was scored (every metric runs on every explainer; random rows stay shared,
+  ``explainer = 'random'``). Which models have which explainers is a preset's choice
+  (``ExplainSettings.explainers`` and ``extra_explainers_on``): Grad-CAM is on every model, the ablation layers are
+  Grad-CAM's only, and ``similarity`` rows (dense vs pruned, seed vs seed) compare Grad-CAM's maps (their key has no
+  explainer). Readers default to ``explainer = 'gradcam'``.
 - Schema 4 (issue 18, D27): ``models`` carries the cost axes: ``params`` and ``macs`` (at the study's input size;
   a pruned or control model's from its ``PruningRecord``, a dense model's counted), ``latency_cpu_ms`` (deployed
   form, batch 1, one thread, median of ``cost_settings.runs`` forwards after warm-up; ``mtlx_core.prune.latency``),
@@ -57,7 +64,7 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -85,8 +92,8 @@ DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS explanations (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, layer VARCHAR,
         n_pixels INTEGER, is_zero BOOLEAN, saliency BLOB, saliency_layer BLOB, code_version VARCHAR,
-        settings JSON, layer_label VARCHAR, layer_role VARCHAR,
-        PRIMARY KEY (model_id, image_id, task, target_id, layer))""",
+        settings JSON, layer_label VARCHAR, layer_role VARCHAR, explainer VARCHAR DEFAULT 'gradcam',
+        PRIMARY KEY (model_id, image_id, task, target_id, explainer, layer))""",
     """CREATE TABLE IF NOT EXISTS faithfulness (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, explainer VARCHAR,
         layer VARCHAR, layer_label VARCHAR, layer_role VARCHAR, metric VARCHAR, variant VARCHAR, ordering VARCHAR,

@@ -192,7 +192,8 @@ def selection(r: Reader, roles: pd.DataFrame) -> pd.DataFrame:
     """Per (model, task) at the primary layer: ``targets_dropped``, the share of the dense (root) model's
     explained (image, target) pairs the model no longer explains, and ``zero_maps``, the share of the model's
     own maps that are all zero."""
-    ex = r.df("SELECT model_id, task, image_id, target_id, is_zero FROM explanations WHERE layer_role = 'primary'")
+    ex = r.df("SELECT model_id, task, image_id, target_id, is_zero FROM explanations WHERE layer_role = 'primary' "
+              "AND explainer = 'gradcam'")
     root = dict(zip(roles["model_id"], roles["root_id"], strict=True))
     rows = []
     have = {k: set(zip(g["image_id"], g["target_id"], strict=True)) for k, g in ex.groupby(["model_id", "task"])}
