@@ -167,7 +167,7 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
         WHERE m.parent_id IS NOT NULL AND p.layer_role = 'primary' AND p.explainer = 'gradcam'""")
     kinds = dict(_query(s, "SELECT kind, count(*) FROM units GROUP BY kind"))
     assert kinds == {"train": len(preset.arms), "prune": n_models - 2 * len(preset.arms), "images": n_batches,
-                     "control": len(preset.arms),
+                     "control": len(preset.arms), "sanity": len(preset.arms),
                      "targets": len(preset.arms), "explain": n_models * n_batches, "layer": n_models * n_batches}
     # the dense models' targets: every candidate recorded, all drawn (max_targets None), images in sample order
     assert _one(s, "SELECT count(*) FROM target_draws WHERE NOT drawn") == 0

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtlx_core.explain.sanity import SanitySettings
 from mtlx_core.explain.superpixels import SlicSettings
 from mtlx_core.prune.latency import LatencySettings
 from mtlx_core.prune.netslim import netslim_training
@@ -182,6 +183,8 @@ class StudyPreset:
     #: replicates (D25): N dense models per arm, trained with the training preset's seed + 0..N-1, each pruned and
     #: controlled; images are the same for every seed (paired within seed); ``--seeds`` overrides it
     seeds: int = 1
+    #: the sanity checks of each dense model's explanations (``mtlx_core.precompute.sanity_unit``); None: off
+    sanity: SanitySettings | None = field(default_factory=SanitySettings)
 
 
 SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
@@ -267,7 +270,7 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                        metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"),
                        metric_options=(("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),))),
                        explainers=("gradcam", "gradcampp")),
-        publish_every_s=5.0),
+        publish_every_s=5.0, sanity=SanitySettings(max_steps=3, n_noise=1, images=2)),
     StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO, _DEMO_EXPLAIN),
     StudyPreset("paper", "the arms of Table 1 at paper scale (NYUv2 and Cityscapes; Network Slimming in two modes, "
                 "L1-norm filters beside HRank)", _ARMS_PAPER,

@@ -1,7 +1,8 @@
 """The precompute executor: arm by arm, unit by unit, skipping journaled units, publishing snapshots.
 
 Order inside an arm: train the dense model, store the image batches (PNG + SLIC), draw the dense model's
-targets over the whole image sample, explain the dense model on every batch at its primary layers, then for
+targets over the whole image sample, explain the dense model on every batch at its primary layers, run the sanity
+checks of its explanations (one ``sanity`` unit, ``preset.sanity``; ``mtlx_core.precompute.sanity_unit``), then for
 each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps). Every model's row
 carries its cost axes (parameters, MACs, measured latency; ``units.model_costs``). When every arm is complete
 (and published), a second pass trains and explains each arm's training-budget control (the dense model
@@ -24,12 +25,15 @@ from typing import Any
 from tqdm import tqdm
 
 from mtlx_core.data.layout import get_dataset_spec
+from mtlx_core.explain.sanity import SanitySettings
 from mtlx_core.explain.target_draw import TargetDraw
+from mtlx_core.models.layers import resolve_layer_name
 from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
 from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.plan import Clock, PrecomputeResult, arm_config, check_data, check_layers
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
+from mtlx_core.precompute.sanity_unit import sanity_key, sanity_rows
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import (
     Batch,
@@ -206,6 +210,8 @@ class Runner:
             which = self.settings.explainers_for  # the sub-grid of the extra explainers
             if phase != "control":
                 self._explain_model(arm, spec, dense_id, None, batches, bar, layers, which(True, None))
+            if phase == "primary" and self.preset.sanity is not None:
+                self._sanity(arm, spec, dense_id, batches[0], self.preset.sanity)
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
                 self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers,
@@ -271,6 +277,28 @@ class Runner:
         rows = explainer.draw_rows(dense_id, batches, draw)
         self._commit(UnitRows(uid, "targets", {"target_draws": rows}, arm.arm_id, dense_id,
                               {**draw.to_dict(), "images": len(ids)}, *t.spent()))
+
+    # --- the dense model's sanity checks ----------------------------------------------------------------
+    def _sanity(self, arm: ArmSpec, spec: Any, dense_id: str, batch: Batch, settings: SanitySettings) -> None:
+        """The sanity checks of the dense model's explanations on the first images of the first batch (every
+        explainer of the study, at the primary layers): one ``sanity`` unit."""
+        run = load_run(dense_id, self.models_dir)
+        tasks = explain_tasks(run, spec, self.settings)
+        model = run.model.to(self.device).eval()
+        plan = layer_plan(model, tasks, self.settings, arm.arm_id)
+        paths = {t: resolve_layer_name(model, plan.primary[t], t) for t in tasks}
+        names = list(self.settings.explainers)
+        n = min(settings.images, len(batch.image_ids))
+        key = sanity_key(settings, names, batch.image_ids[:n], paths)
+        uid = f"sanity:{dense_id}:{key}"
+        if self._is_done(uid):
+            return
+        t = Clock()
+        rows = sanity_rows(dense_id, model, batch.images[:n].to(self.device), tasks, names, paths, settings, key,
+                           plan.primary)
+        self._commit(UnitRows(uid, "sanity", {"sanity": rows}, arm.arm_id, dense_id,
+                              {"explainers": names, "image_ids": batch.image_ids[:n], **settings.to_dict()},
+                              *t.spent()))
 
     # --- explanations of one model ----------------------------------------------------------------------
     def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,

@@ -26,6 +26,13 @@ Tables
   (seeded, stratified, region-size blind: ``mtlx_core.explain.target_draw``); ``position`` = the image's place
   in the seeded image sample (D26). Pruned models explain the dense model's drawn targets.
 - ``similarity``: how far each pruned explanation moved from the dense one (Spearman, SSIM, top-k IoU).
+- ``sanity``: the sanity checks of each dense model's explanations (``mtlx_core.precompute.sanity_unit``): one row
+  per (model, explainer, explained task, check, variant, step, settings key); ``check_name`` is ``model_randomisation``
+  (step i = the cascade's i-th cumulative group, ``modules`` it added; ``emprt`` on the last step),
+  ``head_randomisation`` (``variant`` = the task whose head was re-initialised), ``random_target`` or
+  ``noise_floor`` (step = noise draw); ``spearman``/``ssim`` are the means over maps (NULL when every map is all
+  zero), ``*_per_map`` the per-map values (NULL for a left-out map); ``passed``/``reason`` the check's verdict
+  (NULL for the noise floor, a reference); ``settings`` the ``SanitySettings`` JSON with the layer.
 - ``units``: the journal of finished work units (one transaction each) that makes precompute resumable.
 
 Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; existing columns unchanged):
@@ -111,6 +118,12 @@ DDL: tuple[str, ...] = (
         layer VARCHAR, spearman DOUBLE, ssim DOUBLE, topk_iou DOUBLE, topk DOUBLE,
         topk_pixels INTEGER, code_version VARCHAR,
         PRIMARY KEY (model_id, reference_id, image_id, task, target_id, layer))""",
+    """CREATE TABLE IF NOT EXISTS sanity (
+        model_id VARCHAR, explainer VARCHAR, task VARCHAR, check_name VARCHAR, variant VARCHAR, step INTEGER,
+        label VARCHAR, modules VARCHAR[], n_maps INTEGER, n_zero INTEGER, spearman DOUBLE, ssim DOUBLE,
+        spearman_per_map DOUBLE[], ssim_per_map DOUBLE[], identical BOOLEAN, emprt DOUBLE, passed BOOLEAN,
+        reason VARCHAR, layer VARCHAR, settings_key VARCHAR, settings JSON, code_version VARCHAR,
+        PRIMARY KEY (model_id, explainer, task, check_name, variant, step, settings_key))""",
     """CREATE TABLE IF NOT EXISTS units (
         unit_id VARCHAR PRIMARY KEY, kind VARCHAR, arm_id VARCHAR, model_id VARCHAR, detail JSON,
         seconds DOUBLE, finished_at TIMESTAMP, cpu_seconds DOUBLE)""",
