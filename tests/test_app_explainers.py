@@ -105,3 +105,19 @@ def test_overview_and_layers_offer_the_explainer_and_it_changes_the_scores(store
     layers.selectbox(key="ly_explainer").select("gradcampp").run()
     assert not layers.exception
     assert any("stored at the primary layer only" in c.value for c in layers.caption)
+
+
+def test_verdict_runs_on_the_chosen_explainers_scores(store_env: Path) -> None:
+    store = query.open_store(store_env)
+    cam = query.verdict_grid(store, "dense", "score_norm", 0.1, "gradcam")
+    pp = query.verdict_grid(store, "dense", "score_norm", 0.1, "gradcampp")
+    assert not cam.empty
+    assert not pp.empty
+    assert not np.allclose(cam["mean_delta"].to_numpy(dtype=float), pp["mean_delta"].to_numpy(dtype=float),
+                           equal_nan=True)
+    at = run_page("pages/verdict.py")
+    sel = at.selectbox(key="vd_explainer")
+    assert sel.options == ["Grad-CAM", "Grad-CAM++"]
+    sel.select("gradcampp").run()
+    assert not at.exception
+    assert any("Grad-CAM++**'s scores" in c.value for c in at.caption)
