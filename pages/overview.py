@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 from mtlx_core.store import query
-from mtlx_core.store.aggregate import N_BOOT
 from pages import figures
 from pages.common import (
     SERIES_LABELS,
@@ -159,7 +158,7 @@ else:
     st.download_button("Download the chance check (CSV)", table[cols].to_csv(index=False).encode(),
                        file_name=f"beats_chance_{tag}.csv", mime="text/csv", key="ov_csv_chance")
 
-fig4 = q(store, "figure4", metric, variant, value, N_BOOT, 0, 0.95, explainer)
+fig4 = q(store, "figure4", metric, variant, value, query.N_BOOT, 0, 0.95, explainer)
 perf = q(store, "performance")
 tasks = [t for t in TASK_LABELS if t in set(fig4["task"]) | set(perf["task"])]
 st.subheader(f"{name} and task performance vs sparsity")

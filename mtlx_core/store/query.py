@@ -46,6 +46,7 @@ import pandas as pd
 
 from mtlx_core.explain.similarity import map_similarity as map_similarity
 from mtlx_core.stats.pareto import COST_AXES as COST_AXES
+from mtlx_core.store.aggregate import N_BOOT as N_BOOT
 from mtlx_core.store.artefacts import _in
 from mtlx_core.store.artefacts import explainers as explainers
 from mtlx_core.store.artefacts import image as image
