@@ -37,6 +37,7 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),
     st.Page("pages/irof_steps.py", title="Perturbation steps", icon=":material/stairs:"),
+    st.Page("pages/sanity.py", title="Sanity", icon=":material/rule:"),
     st.Page("pages/models.py", title="Models", icon=":material/table:"),
     st.Page("pages/live.py", title="Live", icon=":material/upload:"),
 ]

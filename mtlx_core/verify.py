@@ -154,8 +154,9 @@ class StoreModels:
         if row["explainer"] == "random":
             return random_map(int(row["seed"]), shape)
         got = self.con.execute("SELECT saliency FROM explanations WHERE model_id = ? AND image_id = ? AND task = ? "
-                               "AND target_id = ? AND layer = ?", [row["model_id"], row["image_id"], row["task"],
-                                                                   row["target_id"], row["layer"]]).fetchone()
+                               "AND target_id = ? AND explainer = ? AND layer = ?",
+                               [row["model_id"], row["image_id"], row["task"], row["target_id"], row["explainer"],
+                                row["layer"]]).fetchone()
         if got is None:
             raise ValueError("its explanation is not in the store")
         return decode_array(got[0]).astype(np.float32)

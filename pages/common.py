@@ -17,6 +17,35 @@ from mtlx_core.store import query
 TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}
 THUMBNAILS = 8  # images shown as thumbnails above the picker (all are in the picker)
 METHOD_LABELS = {"gradcam": "Grad-CAM", "random": "random baseline", "reversed": "reversed baseline"}
+EXPLAINER_LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
+                    "layercam": "LayerCAM", "scorecam": "Score-CAM", "integrated_gradients": "Integrated Gradients"}
+
+
+def explainer_label(name: str) -> str:
+    return EXPLAINER_LABELS.get(name, name)
+
+
+def pick_explainer(store: query.Store, model_ids: Sequence[str] | None, key: str, container: Any = st) -> str:
+    """Explainer selector among the explainers stored for the models (Grad-CAM first and the default); a store
+    with Grad-CAM alone shows no selector. The caption says which models lack an explainer (a preset may run the
+    extra explainers on a sub-grid: the dense models and the first pruned level of each arm)."""
+    ex = q(store, "explainers", None if model_ids is None else list(model_ids))
+    names = ex["explainer"].tolist() or ["gradcam"]
+    if key in st.session_state and st.session_state[key] not in names:
+        del st.session_state[key]
+    if len(names) == 1:
+        return str(names[0])
+    n_models = dict(zip(ex["explainer"], ex["n_models"].astype(int), strict=True))
+    total = max(n_models.values())
+
+    def name(n: str) -> str:
+        some = f" · {n_models[n]} of {total} models" if n_models[n] < total else ""
+        return explainer_label(n) + some
+
+    return str(container.selectbox("Explainer", names, format_func=name, key=key,
+                                   help="Every faithfulness metric is computed on every explainer's maps. The extra "
+                                        "explainers may cover a sub-grid of the models (the demo: the dense models "
+                                        "and the first pruned level of each arm)."))
 
 
 def store_or_stop() -> query.Store:

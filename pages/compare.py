@@ -1,5 +1,5 @@
-"""Compare: one image, task and target across sparsity levels of one arm (maps, predictions, faithfulness curves
-of any metric, drift)."""
+"""Compare: one image, task and target across sparsity levels of one arm (maps of the chosen explainer, predictions,
+faithfulness curves of any metric, drift), and every stored explainer's map of the target side by side."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import pandas as pd
 import streamlit as st
 
 from mtlx_core.store import query
-from pages import figures
+from pages import explainer_grid, figures
 from pages.common import (
     ORDERING_LABELS,
     TASK_LABELS,
     VALUE_SHORT,
     class_names,
+    explainer_label,
     keep_in_url,
     metric_label,
     metric_note,
     pick_arm,
+    pick_explainer,
     pick_image,
     pick_layer,
     pick_metric,
@@ -32,7 +34,7 @@ st.title("Compare explanations across sparsity")
 # the selection lives in the URL (a view can be shared)
 URL_KEYS = (
     "cmp_arm", "cmp_models", "cmp_task", "cmp_layer", "cmp_image", "cmp_target", "cmp_slic", "cmp_metric",
-    "cmp_variant", "cmp_value",
+    "cmp_variant", "cmp_value", "cmp_explainer", "cmp_grid",
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
@@ -67,14 +69,16 @@ with c2:
     target_id, target_name = pick_target(store, image_id, task, chosen, "cmp_target")
 with c3:
     show_slic = st.toggle("SLIC boundaries", value=False, key="cmp_slic")
+    explainer = pick_explainer(store, chosen, "cmp_explainer")
+ex_name = explainer_label(explainer)
 
 image = query.decode_png(q(store, "image_png", [image_id])[image_id])
 labels = q(store, "superpixels", image_id) if show_slic else None
-maps = q(store, "saliency_maps", chosen, image_id, task, target_id, layer)
+maps = q(store, "saliency_maps", chosen, image_id, task, target_id, layer, explainer)
 preds = q(store, "predictions", chosen, image_id, task)
 classes = class_names(str(arm["dataset"]))
 
-st.subheader(f"Grad-CAM at layer {layer_label} for {TASK_LABELS[task].lower()} target “{target_name}”")
+st.subheader(f"{ex_name} at layer {layer_label} for {TASK_LABELS[task].lower()} target “{target_name}”")
 cols = st.columns(len(chosen))
 height = figures.fit_height(image.shape, len(chosen))
 for col, m in zip(cols, chosen, strict=True):
@@ -98,15 +102,15 @@ value = pick_value("cmp_value", m2)
 name = metric_label(metric)
 shown = VALUE_SHORT[value]
 st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
-curves = q(store, "faithfulness_curves", chosen, image_id, task, target_id, metric, variant, layer)
+curves = q(store, "faithfulness_curves", chosen, image_id, task, target_id, metric, variant, layer, explainer)
 if curves.empty:
     st.info(f"No {name} score is stored for this target" + (f" at layer {layer_label}." if layer else "."))
 else:
-    explainer = curves[curves["ordering"] != "random"]
+    own = curves[curves["ordering"] != "random"]
     rnd = curves[curves["ordering"] == "random"]
-    table = explainer.pivot_table(index="model_id", columns="ordering", values=value, aggfunc="first")
+    table = own.pivot_table(index="model_id", columns="ordering", values=value, aggfunc="first")
     table = table[[o for o in ORDERING_LABELS if o in table.columns]]
-    table = table.rename(columns=ORDERING_LABELS if kind == "curve" else {"morf": "Grad-CAM"})
+    table = table.rename(columns=ORDERING_LABELS if kind == "curve" else {"morf": ex_name})
     if not rnd.empty:
         what = "random orderings" if kind == "curve" else "random maps"
         table[f"{what} (mean of {rnd['replicate'].nunique()})"] = rnd.groupby("model_id")[value].mean()
@@ -132,6 +136,9 @@ else:
                                                    f"{ORDERING_LABELS.get(r.ordering, r.ordering)} ({r.status})"
                                                    for r in bad.itertuples()))
 
+explainer_grid.render(store, chosen, label_of, image, labels, image_id, task, target_id, target_name, layer,
+                      layer_label)
+
 st.subheader("How far the pruned explanations moved from the dense one")
 if dense_id not in maps:
     st.info("The dense model has no map for this target, so there is nothing to compare against.")
@@ -140,9 +147,10 @@ pruned = [m for m in chosen if m != dense_id and m in maps]
 if not pruned:
     st.info("None of the selected pruned models has a map for this target.")
     st.stop()
-# the stored similarities compare the primary layer's maps; at another layer they are computed from its maps
+# the stored similarities compare the primary layer's Grad-CAM maps; at another layer, or for another explainer,
+# they are computed from the stored maps
 stored = q(store, "similarity", pruned, image_id, task, target_id)
-stored = stored if layer is None else stored.iloc[0:0]
+stored = stored if layer is None and explainer == "gradcam" else stored.iloc[0:0]
 rows = []
 cols = st.columns(len(pruned))
 for col, m in zip(cols, pruned, strict=True):

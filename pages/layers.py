@@ -8,6 +8,7 @@ from pages import figures
 from pages.common import (
     TASK_LABELS,
     VALUE_SHORT,
+    explainer_label,
     file_tag,
     keep_in_url,
     layer_name,
@@ -15,6 +16,7 @@ from pages.common import (
     metric_label,
     metric_note,
     pick_arm,
+    pick_explainer,
     pick_metric,
     pick_value,
     q,
@@ -27,20 +29,25 @@ st.caption("Grad-CAM explains a prediction through one layer's activations and g
            "layer per architecture (the primary one). The layer ablation explains the same targets at the other "
            "registered layers: does the primary layer's margin over chance hold elsewhere, and does pruning move "
            "it the same way at every layer?")
-URL_KEYS = ("ly_arm", "ly_metric", "ly_variant", "ly_value")  # the selection lives in the URL (a view can be shared)
+# the selection lives in the URL (a view can be shared)
+URL_KEYS = ("ly_arm", "ly_metric", "ly_variant", "ly_value", "ly_explainer")
 keep_in_url(URL_KEYS)
 store = store_or_stop()
 
 arm = pick_arm(store, "ly_arm")
-c1, c2 = st.columns([1, 1])
+levels = q(store, "arm_models", arm.name)
+model_ids = levels["model_id"].tolist()
+c1, c2, c_ex = st.columns([2, 2, 1])
 with c1:
     metric, variant, kind = pick_metric(store, "ly")
 value = pick_value("ly_value", c2)
+explainer = pick_explainer(store, model_ids, "ly_explainer", c_ex)
+ex_name = explainer_label(explainer)
 name = metric_label(metric)
 st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
-
-levels = q(store, "arm_models", arm.name)
-model_ids = levels["model_id"].tolist()
+if explainer != "gradcam":
+    st.caption(f"The layer ablation is Grad-CAM's: {ex_name} is stored at the primary layer only, so it has one "
+               "point per model here.")
 model_labels = {r["model_id"]: sparsity_label(r) for _, r in levels.iterrows()}
 layers = q(store, "layers", model_ids)
 if layers.empty:
@@ -52,7 +59,7 @@ if not (layers["layer_role"] == "ablation").any():
             f"```bash\npython -m mtlx_core.precompute --preset {preset} --layers all\n```\n\nIt writes to the same "
             "store (`MTLX_STORE`) and only adds rows: the models, targets and baselines already there are reused.")
 
-margins = q(store, "margin_by_layer", metric, variant, value)
+margins = q(store, "margin_by_layer", metric, variant, value, 2_000, 0, explainer)
 margins = margins[margins["arm_id"] == arm.name]
 scored = set(margins["layer_label"])
 if (layers["layer_role"] == "ablation").any() and not (set(layers["layer_label"]) - {""}) <= scored:
@@ -61,7 +68,7 @@ if (layers["layer_role"] == "ablation").any() and not (set(layers["layer_label"]
             "primary layer. Metrics with a point at every layer can be compared across layers.")
 y_title = f"margin of {name} over chance ({VALUE_SHORT[value]})"
 chance = ("AbPC itself (its most- minus its least-relevant-first score; chance is 0)" if kind == "derived" else
-          f"Grad-CAM's {name} score minus the mean of the random orderings on the same targets")
+          f"{ex_name}'s {name} score minus the mean of the random orderings on the same targets")
 st.caption(f"Each point: mean over the images of {chance}, with its 95 % BCa bootstrap interval; filled markers "
            "are significant (Wilcoxon signed-rank, Holm-adjusted within the arm and task over its models and layers, "
            "p < 0.05). The random ordering does not depend on the layer, so the layers differ only by their Grad-CAM "
@@ -70,7 +77,7 @@ for task in [t for t in TASK_LABELS if t in list(arm["tasks"])]:
     st.markdown(f"**{TASK_LABELS[task]}**")
     mt = margins[margins["task"] == task]
     if mt.empty:
-        st.info(f"No {TASK_LABELS[task].lower()} target has both a {name} score of Grad-CAM and of the random "
+        st.info(f"No {TASK_LABELS[task].lower()} target has both a {name} score of {ex_name} and of the random "
                 "orderings in this arm.")
         continue
     task_layers = q(store, "layers", model_ids, task)  # the primary layer may differ between tasks
@@ -85,5 +92,6 @@ cols = ["model", "model_id", "task", "layer_label", "layer_role", "margin", "ci_
         "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
 st.dataframe(table[cols], hide_index=True, key="ly_table", column_config=margin_columns())
 st.download_button("Download the layer margins (CSV)", table[cols].to_csv(index=False).encode(),
-                   file_name=f"margin_by_layer_{arm.name}_{file_tag(metric, variant, value)}.csv", mime="text/csv",
+                   file_name=f"margin_by_layer_{arm.name}_{file_tag(metric, variant, value)}"
+                   f"{'' if explainer == 'gradcam' else '_' + explainer}.csv", mime="text/csv",
                    key="ly_csv")

@@ -15,11 +15,13 @@ from pages.common import (
     SIMILARITY_LABELS,
     TASK_LABELS,
     VALUE_SHORT,
+    explainer_label,
     file_tag,
     keep_in_url,
     margin_columns,
     metric_label,
     metric_note,
+    pick_explainer,
     pick_metric,
     pick_value,
     q,
@@ -73,6 +75,7 @@ st.title("Faithfulness of explanations under pruning")
 # the selection lives in the URL (a view can be shared)
 URL_KEYS = (
     "ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model", "ov_sim",
+    "ov_explainer",
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
@@ -102,23 +105,29 @@ if counts.get("faithfulness", 0) == 0:
 
 arms = q(store, "arms")
 arm_labels = dict(zip(arms["arm_id"], arms["label"], strict=True))
-c1, c2 = st.columns([1, 1])
+c1, c2, c_ex = st.columns([2, 2, 1])
 with c1:
     metric, variant, kind = pick_metric(store, "ov")
 value = pick_value("ov_value", c2)
+explainer = pick_explainer(store, None, "ov_explainer", c_ex)
+ex_name = explainer_label(explainer)
 name = metric_label(metric)
 derived = kind == "derived"
 st.caption(f"**{name}** (`{variant}`): {metric_note(metric)}")
+if explainer != "gradcam":
+    st.caption(f"Explainer: **{ex_name}**. Every metric is computed on every explainer's maps; the figures below "
+               f"show the models that have {ex_name} maps (a preset may run it on a sub-grid: the demo runs its "
+               "extra explainers on the dense models and the first pruned level of each arm).")
 unit = f"{name} ({VALUE_SHORT[value]})"
-tag = file_tag(metric, variant, value)
+tag = file_tag(metric, variant, value) + ("" if explainer == "gradcam" else f"_{explainer}")
 
 st.subheader("Do the dense explanations beat chance?")
-chance = q(store, "beats_chance", metric, variant, value)
+chance = q(store, "beats_chance", metric, variant, value, 10_000, 0, explainer)
 cells = [(a.arm_id, t) for a in arms.itertuples() for t in TASK_LABELS if t in list(a.tasks)]
 missing = [c for c in cells if c not in set(zip(chance["arm_id"], chance["task"], strict=True))]
 if chance.empty:
     st.info(f"**No comparison with chance on this store for {name}** (`{variant}`): it holds no random-ordering "
-            "score on targets where a dense model's Grad-CAM was scored, so whether the explanations beat chance "
+            f"score on targets where a dense model's {ex_name} was scored, so whether the explanations beat chance "
             "cannot be told. Precompute stores the random orderings when the preset's orderings include `random` "
             "(the default).")
 else:
@@ -132,10 +141,10 @@ else:
         alert(chance_line(r, arm_labels.get(r["arm_id"]) or str(r["arm_id"]), unit, derived), icon=icon)
     for arm_id, task in missing:
         st.warning(f"**{dense_name(arm_labels.get(arm_id) or arm_id)}** — {TASK_LABELS[task]}: no verdict: no "
-                   f"target has both a {name} score of Grad-CAM at the primary layer and of the random orderings "
-                   "(e.g. every Grad-CAM map of this task is all-zero there).", icon=":material/help:")
+                   f"target has both a {name} score of {ex_name} at the primary layer and of the random orderings "
+                   f"(e.g. every {ex_name} map of this task is all-zero there).", icon=":material/help:")
     chance_def = ("its AbPC (its most- minus its least-relevant-first score; chance is 0)" if derived else
-                  f"Grad-CAM's {name} score minus the mean score of the K random orderings")
+                  f"{ex_name}'s {name} score minus the mean score of the K random orderings")
     st.caption(f"The margin of an image is {chance_def} on the same targets, averaged over the image's targets; "
                "shown is its mean over the images with a 95 % BCa bootstrap interval, a two-sided "
                "Wilcoxon signed-rank test over the images, Holm-adjusted over all the dense cells. *Clearly*: "
@@ -149,7 +158,7 @@ else:
     st.download_button("Download the chance check (CSV)", table[cols].to_csv(index=False).encode(),
                        file_name=f"beats_chance_{tag}.csv", mime="text/csv", key="ov_csv_chance")
 
-fig4 = q(store, "figure4", metric, variant, value)
+fig4 = q(store, "figure4", metric, variant, value, query.N_BOOT, 0, 0.95, explainer)
 perf = q(store, "performance")
 tasks = [t for t in TASK_LABELS if t in set(fig4["task"]) | set(perf["task"])]
 st.subheader(f"{name} and task performance vs sparsity")
@@ -165,8 +174,8 @@ series = ["margin"] if margin else ["explainer", *baselines]
 absent = sorted(set(baselines) - set(fig4["series"])) if not margin else []
 orient = "; higher = more faithful" if value == "score_norm" else ""
 st.caption(f"Left: mean {name} ({VALUE_SHORT[value]}{orient}) over images of "
-           + ("the margin of Grad-CAM over chance (95 % bootstrap interval over images; 0 = chance)" if margin else
-              "Grad-CAM (solid, 95 % bootstrap interval over images) and of the baselines (dashed: the mean of the "
+           + (f"the margin of {ex_name} over chance (95 % bootstrap interval over images; 0 = chance)" if margin else
+              f"{ex_name} (solid, 95 % bootstrap interval over images) and of the baselines (dashed: the mean of the "
               "K random orderings, dotted: the reversed ordering)")
            + ("" if not absent else f"; {name} has no {' or '.join(absent)} series here")
            + ". Right: the task's primary validation metric (pooled over all pixels of the split, so it has no "
@@ -239,7 +248,7 @@ st.dataframe(table4, hide_index=True, height=240, key="ov_fig4_table")
 d1, d2, d3 = st.columns(3)
 d1.download_button(f"Download {name} aggregates (CSV)", fig4.assign(metric=metric, variant=variant, value=value)
                    .to_csv(index=False).encode(), file_name=f"figure4_{tag}.csv", mime="text/csv", key="ov_csv_fig4")
-per_image = q(store, "faithfulness_per_image", metric, variant, value)
+per_image = q(store, "faithfulness_per_image", metric, variant, value, explainer)
 d2.download_button(f"Download per-image {name} (CSV)", per_image.assign(metric=metric, variant=variant, value=value)
                    .to_csv(index=False).encode(), file_name=f"per_image_{tag}.csv", mime="text/csv",
                    key="ov_csv_img")

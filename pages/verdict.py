@@ -8,10 +8,19 @@ import streamlit as st
 from mtlx_core.store import query
 from pages import figures
 from pages import verdict_figures as vf
-from pages.common import TASK_LABELS, VALUE_LABELS, keep_in_url, metric_label, q, store_or_stop
+from pages.common import (
+    TASK_LABELS,
+    VALUE_LABELS,
+    explainer_label,
+    keep_in_url,
+    metric_label,
+    pick_explainer,
+    q,
+    store_or_stop,
+)
 
 KEYS = ("vd_reference", "vd_value", "vd_delta", "vd_arms", "vd_metrics", "vd_cell", "vd_axis", "vd_cost_task",
-        "vd_cost_metric")
+        "vd_cost_metric", "vd_explainer")
 DELTAS = (0.05, 0.1, 0.2)
 
 st.title("Verdict: does pruning change faithfulness?")
@@ -25,7 +34,7 @@ st.caption("Per image, the margin over chance (Grad-CAM's normalised score minus
 keep_in_url(KEYS)
 store = store_or_stop()
 
-c1, c2, c3 = st.columns([1, 2, 1])
+c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 reference = c1.radio("Reference", list(query.REFERENCES), horizontal=True, key="vd_reference",
                      help="dense: the unpruned model; control: the dense model fine-tuned with the pruned models' "
                           "schedule at 0 % sparsity (when the store has one)")
@@ -35,9 +44,14 @@ if st.session_state.get("vd_delta") not in DELTAS:
 delta_share = c3.selectbox("TOST margin δ (share of the reference margin)", DELTAS, index=None,
                            placeholder="10 % (default)", key="vd_delta", format_func=lambda d: f"{d:.0%}")
 delta_share = float(delta_share or 0.1)
+explainer = pick_explainer(store, None, "vd_explainer", c4)
+if explainer != "gradcam":
+    st.caption(f"The verdict on **{explainer_label(explainer)}**'s scores: only the models that have them have cells "
+               "(a preset may run the extra explainers on a sub-grid: the demo runs them on the dense models and the "
+               "first pruned level of each arm).")
 
 with st.spinner("Testing every cell (once per store snapshot)..."):
-    grid = q(store, "verdict_grid", reference, value, delta_share)
+    grid = q(store, "verdict_grid", reference, value, delta_share, explainer)
 if grid.empty:
     st.info(f"No pruned model has faithfulness scores paired with a {reference} model yet"
             + (": the store has no control model." if reference == "control" else ".")
@@ -84,7 +98,8 @@ def cell_name(k: str) -> str:
 
 cell = st.selectbox("Cell (or click one in the grid)", list(cells), key="vd_cell", format_func=cell_name)
 row = cells[cell]
-ev = q(store, "verdict_cell", row["model_id"], reference, row["task"], row["metric"], value, delta_share)
+ev = q(store, "verdict_cell", row["model_id"], reference, row["task"], row["metric"], value, delta_share,
+       explainer)
 r = ev["row"]
 st.subheader(cell_name(cell))
 m = st.columns(6)
@@ -126,7 +141,7 @@ for col, ex in zip(ends, ev["extremes"].to_dict("records"), strict=False):
         col.info("No target of this image is scored for both models.")
         continue
     curves = q(store, "faithfulness_curves", [ex["model_id"], ex["reference_id"]], ex["image_id"], row["task"],
-               int(ex["target_id"]), metric, variant)
+               int(ex["target_id"]), metric, variant, None, explainer)
     if curves["curve"].map(lambda c: c is not None and len(c) > 0).any():
         col.plotly_chart(figures.perturbation_curves(curves, {ex["model_id"]: "model", ex["reference_id"]:
                                                               reference}, {ex["model_id"]: "#d62728",
@@ -156,7 +171,7 @@ if st.session_state.get("vd_axis") not in axes:
     st.session_state.pop("vd_axis", None)
 axis = c1.selectbox("Cost axis", axes, key="vd_axis", format_func=lambda a: query.COST_AXES.get(a, a))
 cost_metric = c2.selectbox("Faithfulness metric", metrics, key="vd_cost_metric", format_func=metric_label)
-points = q(store, "verdict_pareto", cost_metric, value, delta_share)
+points = q(store, "verdict_pareto", cost_metric, value, delta_share, explainer)
 tasks = list(dict.fromkeys(points["task"]))
 if st.session_state.get("vd_cost_task") not in tasks:
     st.session_state.pop("vd_cost_task", None)

@@ -121,10 +121,13 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     # one prediction per model, image and task of the model
     assert _one(s, "SELECT count(*) FROM predictions") == _one(
         s, "SELECT sum(len(tasks)) FROM models") * e.images
-    # every primary explanation is also made at the arm's one ablation layer (dec_stage2 / block_out)
-    n_exp = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'primary'")
+    # every primary Grad-CAM explanation is also made at the arm's one ablation layer (dec_stage2 / block_out), and
+    # by Grad-CAM++ at the primary layer (smoke: both explainers on every model)
+    n_exp = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'primary' AND explainer = 'gradcam'")
+    n_pp = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'primary' AND explainer = 'gradcampp'")
     n_abl = _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'ablation'")
-    assert n_abl == n_exp
+    assert n_abl == n_exp == n_pp
+    assert _one(s, "SELECT count(*) FROM explanations WHERE layer_role = 'ablation' AND explainer <> 'gradcam'") == 0
     assert _query(s, "SELECT DISTINCT layer_label FROM explanations WHERE layer_role = 'ablation' ORDER BY 1") == [
         ("block_out",), ("dec_stage2",)]
     # faithfulness rows per explanation: MoRF for every metric variant, LeRF for every curve variant; IROF runs
@@ -134,9 +137,9 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     per_exp = _query(s, """
         SELECT e.layer_role, e.task = 'depth', count(*) FILTER (WHERE f.ordering = 'morf'),
                count(*) FILTER (WHERE f.ordering = 'lerf'), count(*) FILTER (WHERE f.ordering = 'random')
-        FROM explanations e JOIN faithfulness f USING (model_id, image_id, task, target_id, layer)
-        GROUP BY e.model_id, e.image_id, e.task, e.target_id, e.layer, e.layer_role""")
-    assert len(per_exp) == n_exp + n_abl  # no explanation without scores
+        FROM explanations e JOIN faithfulness f USING (model_id, image_id, task, target_id, explainer, layer)
+        GROUP BY e.model_id, e.image_id, e.task, e.target_id, e.explainer, e.layer, e.layer_role""")
+    assert len(per_exp) == n_exp + n_pp + n_abl  # no explanation without scores: every metric on every explainer
     expected = {("primary", False): (curve + maps + 2, curve, 0),
                 ("primary", True): (2 * curve + maps + 4, 2 * curve, 0),
                 ("ablation", False): (1 + maps, 0, 0), ("ablation", True): (1 + maps, 0, 0)}  # IROF, maps
@@ -160,17 +163,17 @@ def test_smoke_counts_are_consistent(shared: dict[str, Path]) -> None:
     assert _one(s, "SELECT count(*) FROM similarity") == _one(s, """
         SELECT count(*) FROM explanations p JOIN models m USING (model_id) JOIN arms a USING (arm_id)
         JOIN explanations d ON d.model_id = a.dense_model_id AND d.image_id = p.image_id AND d.task = p.task
-             AND d.target_id = p.target_id AND d.layer = p.layer
-        WHERE m.parent_id IS NOT NULL AND p.layer_role = 'primary'""")
+             AND d.target_id = p.target_id AND d.layer = p.layer AND d.explainer = 'gradcam'
+        WHERE m.parent_id IS NOT NULL AND p.layer_role = 'primary' AND p.explainer = 'gradcam'""")
     kinds = dict(_query(s, "SELECT kind, count(*) FROM units GROUP BY kind"))
     assert kinds == {"train": len(preset.arms), "prune": n_models - 2 * len(preset.arms), "images": n_batches,
-                     "control": len(preset.arms),
+                     "control": len(preset.arms), "sanity": len(preset.arms),
                      "targets": len(preset.arms), "explain": n_models * n_batches, "layer": n_models * n_batches}
     # the dense models' targets: every candidate recorded, all drawn (max_targets None), images in sample order
     assert _one(s, "SELECT count(*) FROM target_draws WHERE NOT drawn") == 0
     assert _one(s, "SELECT count(*) FROM target_draws t JOIN arms a ON t.model_id = a.dense_model_id") == _one(
         s, "SELECT count(*) FROM explanations e JOIN arms a ON e.model_id = a.dense_model_id "
-           "WHERE e.layer_role = 'primary'")
+           "WHERE e.layer_role = 'primary' AND e.explainer = 'gradcam'")
     # every row says what produced it
     assert _one(s, "SELECT count(*) FROM faithfulness WHERE code_version IS NULL OR settings IS NULL "
                    "OR settings_key IS NULL OR variant IS NULL OR (ordering = 'random') <> (seed IS NOT NULL)") == 0
@@ -290,6 +293,35 @@ def test_seeds_train_one_dense_model_per_seed_each_pruned_and_pooled_by_the_verd
     moved = query.similarity_vs_sparsity(s, "spearman", n_boot=200)
     assert dense[1][0] not in set(moved["model_id"])  # seed rows are not pruning comparisons
     assert set(moved["role"]) == {"pruned", "control"}
+
+
+def test_smoke_has_gradcam_and_gradcampp_rows_for_every_model_with_unique_keys(shared: dict[str, Path]) -> None:
+    """Issue 21: the smoke preset explains every model with Grad-CAM and Grad-CAM++ (same targets), scores every
+    metric variant on both, and the explainer is part of both tables' keys."""
+    s = shared["store"]
+    models = {m for (m,) in _query(s, "SELECT model_id FROM models")}
+    for name in ("gradcam", "gradcampp"):
+        assert {m for (m,) in _query(s, f"SELECT DISTINCT model_id FROM explanations WHERE explainer = '{name}' "
+                                        "AND layer_role = 'primary'")} == models
+        assert {m for (m,) in _query(s, f"SELECT DISTINCT model_id FROM faithfulness WHERE explainer = '{name}'")} \
+            == models
+    targets = _query(s, "SELECT explainer, count(*) FROM (SELECT DISTINCT explainer, model_id, image_id, task, "
+                        "target_id FROM explanations WHERE layer_role = 'primary') GROUP BY explainer ORDER BY 1")
+    assert len(targets) == 2
+    assert targets[0][1] == targets[1][1]
+    variants = _query(s, "SELECT explainer, count(DISTINCT metric || variant || ordering) FROM faithfulness "
+                         "WHERE layer_role = 'primary' GROUP BY explainer ORDER BY 1")
+    assert len(variants) == 2
+    assert variants[0][1] == variants[1][1]
+    assert _one(s, "SELECT count(*) - count(DISTINCT (model_id, image_id, task, target_id, explainer, layer)) "
+                   "FROM explanations") == 0
+    assert _one(s, "SELECT count(*) - count(DISTINCT (model_id, image_id, task, target_id, explainer, layer, metric, "
+                   "ordering, replicate, settings_key)) FROM faithfulness") == 0
+    maps = _query(s, "SELECT a.saliency = b.saliency FROM explanations a JOIN explanations b USING (model_id, "
+                     "image_id, task, target_id, layer) WHERE a.explainer = 'gradcam' AND b.explainer = 'gradcampp' "
+                     "AND NOT a.is_zero")
+    assert maps
+    assert not all(same for (same,) in maps)
 
 
 def test_random_baseline_is_one_map_per_image(shared: dict[str, Path]) -> None:

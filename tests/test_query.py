@@ -37,7 +37,7 @@ def one(store: query.Store) -> dict:
 
 def test_overview_counts_every_table(store: query.Store) -> None:
     info = query.overview(store)
-    assert info["meta"]["schema_version"] == "4"
+    assert info["meta"]["schema_version"] == "5"
     for table in ("models", "images", "explanations", "faithfulness"):
         assert info["counts"][table] == store.rows(f"SELECT count(*) FROM {table}")[0][0] > 0
 

@@ -12,12 +12,15 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mtlx_core.faithfulness.registry import METRICS, build_metrics
 from mtlx_core.precompute import get_study_preset, run_precompute
-from mtlx_core.verify import main, metric_of, verify_store
+from mtlx_core.store.codec import decode_array
+from mtlx_core.store.snapshot import open_readonly
+from mtlx_core.verify import StoreModels, main, metric_of, verify_store
 
 pytest.importorskip("quantus", reason="quantus (the reference of IROF and its siblings) cannot be imported")
 pytest.importorskip("pytorch_grad_cam", reason="pytorch_grad_cam (ROAD's reference) cannot be imported")
@@ -31,7 +34,10 @@ CHEAPER = (("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),)), ("
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("verify")
     preset = get_study_preset("smoke")
-    explain = dataclasses.replace(preset.explain, metrics=("all",), metric_options=CHEAPER, ablation_layers=())
+    # Grad-CAM alone: the sample of each metric's rows stays the one these tests were written on (the explainer is
+    # checked by test_each_row_is_checked_against_its_own_explainers_map)
+    explain = dataclasses.replace(preset.explain, metrics=("all",), metric_options=CHEAPER, ablation_layers=(),
+                                  explainers=("gradcam",))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -88,3 +94,29 @@ def test_a_metric_is_rebuilt_from_its_recorded_settings(name: str) -> None:
         metric = build_metrics([name], {name: options} if options else None)[0]
         recorded = metric.settings_dict(shape)
         assert metric_of(metric.label, recorded).settings_dict(shape) == recorded
+
+
+def test_each_row_is_checked_against_its_own_explainers_map(tmp_path: Path) -> None:
+    """Issue 21: a faithfulness row of Grad-CAM++ is recomputed on Grad-CAM++'s stored map, not on Grad-CAM's of
+    the same target (the app's smoke store has both explainers on every model)."""
+    from _app_store import smoke_store_path
+
+    con = open_readonly(smoke_store_path())
+    try:
+        cols = [c[0] for c in con.execute("DESCRIBE faithfulness").fetchall()]
+        sm = StoreModels(con, tmp_path, None)  # saliency reads the store only
+        for name in ("gradcam", "gradcampp"):
+            row = dict(zip(cols, con.execute(
+                "SELECT f.* FROM faithfulness f JOIN explanations e USING (model_id, image_id, task, target_id, "
+                "explainer, layer) WHERE f.explainer = ? AND f.ordering = 'morf' AND f.layer_role = 'primary' "
+                "AND NOT e.is_zero "
+                "ORDER BY ALL LIMIT 1", [name]).fetchone(), strict=True))
+            own, other = (decode_array(b) for (b,) in con.execute(
+                "SELECT saliency FROM explanations WHERE model_id = ? AND image_id = ? AND task = ? AND "
+                "target_id = ? AND layer = ? ORDER BY explainer <> ?",
+                [row["model_id"], row["image_id"], row["task"], row["target_id"], row["layer"], name]).fetchall())
+            got = sm.saliency(row, own.shape)
+            assert np.array_equal(got, own)
+            assert not np.array_equal(got, other)
+    finally:
+        con.close()

@@ -56,12 +56,15 @@ class SanitySettings:
     noise_sigma: float = 0.02
     n_noise: int = 2
     entropy_bins: int = 100
+    images: int = 4  # how many images precompute's sanity unit explains (the first of the study's first batch)
 
     def __post_init__(self) -> None:
         if self.bn_stats not in BN_MODES:
             raise ValueError(f"unknown BatchNorm statistics mode {self.bn_stats!r}; valid modes: {', '.join(BN_MODES)}")
-        if self.max_steps < 1 or self.n_noise < 1 or self.noise_sigma < 0 or self.entropy_bins < 1:
-            raise ValueError(f"need max_steps >= 1, n_noise >= 1, noise_sigma >= 0 and entropy_bins >= 1, got {self}")
+        if (self.max_steps < 1 or self.n_noise < 1 or self.noise_sigma < 0 or self.entropy_bins < 1
+                or self.images < 1):
+            raise ValueError("need max_steps >= 1, n_noise >= 1, noise_sigma >= 0, entropy_bins >= 1 and images >= 1, "
+                             f"got {self}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -1,9 +1,10 @@
 """``python -m mtlx_core.precompute --preset NAME``: build the study store the app reads.
 
 Trains and prunes the preset's models (run folders in --models-dir, reused when present), explains them with
-Grad-CAM and measures IROF, writing everything into one DuckDB file (--store; default $MTLX_STORE or
-models_store/study.duckdb). Resumable and idempotent: run the same command again after an interruption. While
-it runs, the store path holds the last published snapshot (after every arm), readable by the app.
+Grad-CAM and the preset's other explainers (--explainers) and measures the faithfulness metrics, writing
+everything into one DuckDB file (--store; default $MTLX_STORE or models_store/study.duckdb). Resumable and
+idempotent: run the same command again after an interruption. While it runs, the store path holds the last
+published snapshot (after every arm), readable by the app.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from mtlx_core.data.dataset import DatasetError
+from mtlx_core.explain.explainers import EXPLAINERS, explainer_names
 from mtlx_core.faithfulness.registry import METRICS, metric_names
 from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
 from mtlx_core.precompute.presets import STUDY_PRESETS, describe, get_study_preset
@@ -65,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faithfulness metrics, comma-separated, or 'all' (default: the preset's); valid: "
                         + ", ".join(METRICS) + ". Part of the store's settings: another selection needs "
                         "another --store")
+    p.add_argument("--explainers", metavar="NAMES",
+                   help="explainers at the primary layers, comma-separated, or 'all' (default: the preset's; "
+                        "gradcam must be among them); valid: " + ", ".join(EXPLAINERS) + ". Part of the store's "
+                        "settings: another selection needs another --store")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--data", action="append", default=[], metavar="[DATASET=]PATH",
@@ -95,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.metrics:
             names = tuple(metric_names(args.metrics))
             preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain, metrics=names))
+        if args.explainers:
+            chosen = tuple(explainer_names([args.explainers]))
+            preset = dataclasses.replace(preset, explain=dataclasses.replace(preset.explain, explainers=chosen))
         if args.threads:
             import torch
 

@@ -1,13 +1,16 @@
-"""One model's explanations of an image batch: Grad-CAM at its primary layers (per task), every faithfulness
-metric with its orderings (``mtlx_core.faithfulness``), the dense model's target draw, and the ablation
-layers (the rows of precompute's ``targets``, ``explain`` and ``layer`` units, ``mtlx_core.precompute.units``).
+"""One model's explanations of an image batch: each of its explainers (``ExplainSettings.explainers_for``; the
+gradient CAMs from one backward, ``mtlx_core.explain.explainers.explain_all``) at its primary layers (per task),
+every faithfulness metric with its orderings on every explainer's maps (``mtlx_core.faithfulness``), the dense
+model's target draw, and the ablation layers (Grad-CAM; the rows of precompute's ``targets``, ``explain`` and
+``layer`` units, ``mtlx_core.precompute.units``).
 
 Public API::
 
     plan = layer_plan(model, tasks, settings, arm_id)   # LayerPlan: primary label per task, ablation labels
     ex = ModelExplainer(run, tasks, settings, device, arm_id)
     ex.draw_rows(model_id, batches, TargetDraw(k, seed))  # target_draws rows
-    ex.run_batch(model_id, batch, sps, slic_key, wanted, dense)   # predictions, explanations, faithfulness, similarity
+    ex.run_batch(model_id, batch, sps, slic_key, wanted, dense, explainers=("gradcam", "gradcampp"))
+    #   predictions, explanations and faithfulness of each explainer, similarity (Grad-CAM's maps)
     ex.run_layer(model_id, batch, sps, slic_key, layer, wanted)   # explanations, faithfulness of one ablation layer
 """
 
@@ -21,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlx_core.explain.explainers import explain_all, get_explainer
 from mtlx_core.explain.fastforward import FastForward, ForwardSettings
-from mtlx_core.explain.gradcam import Explanation, explain
+from mtlx_core.explain.gradcam import Explanation
 from mtlx_core.explain.similarity import map_similarity
 from mtlx_core.explain.superpixels import Superpixels
 from mtlx_core.explain.target_draw import TargetDraw, draw_targets
@@ -137,16 +141,19 @@ class ModelExplainer:
         return rows
 
     def _explain_all(self, x: torch.Tensor, targets: dict[str, list[list[ExplanationTarget]]],
-                     layer: str | None) -> list[Explanation]:
-        """Grad-CAM of every target, one image at a time (its maps never depend on the other images)."""
+                     layer: str | None, explainers: tuple[str, ...] = ("gradcam",)) -> list[Explanation]:
+        """Maps of every target by each explainer, one image at a time (its maps never depend on the other
+        images); the gradient CAMs of an image and task share one forward and one backward."""
+        chosen = [get_explainer(n) for n in explainers]
         exps: list[Explanation] = []
         for name, task in self.tasks.items():
             if layer is not None and layer not in self.plan.ablation[name]:
                 continue  # the task's primary layer: its rows are the primary unit's
             for i, found in enumerate(targets[name]):
                 if found:
-                    exps += [dataclasses.replace(e, image_index=i) for e in
-                             explain(self.model, x[i:i + 1], task, self.layer_path(name, layer), targets=[found])]
+                    by_name = explain_all(chosen, self.model, x[i:i + 1], task, self.layer_path(name, layer),
+                                          targets=[found])
+                    exps += [dataclasses.replace(e, image_index=i) for n in explainers for e in by_name[n]]
         return exps
 
     def _faithfulness(self, model_id: str, batch: Batch, x: torch.Tensor, exps: list[Explanation],
@@ -177,18 +184,22 @@ class ModelExplainer:
 
     def run_batch(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
                   wanted: dict[tuple[int, str], set[int]] | None,
-                  dense: DenseMaps | None) -> dict[str, list[dict[str, Any]]]:
-        """Primary layer: predictions, Grad-CAM, every metric with every ordering, similarity to the dense maps."""
+                  dense: DenseMaps | None, explainers: tuple[str, ...] = ("gradcam",)
+                  ) -> dict[str, list[dict[str, Any]]]:
+        """Primary layer: predictions, each explainer's maps, every metric with every ordering on each
+        explainer's maps (the random orderings once per target), similarity of Grad-CAM's maps to the dense
+        model's."""
         x = batch.images.to(self.device)
         out = self.clean_forward(batch)
         rows: dict[str, list[dict[str, Any]]] = {"predictions": _prediction_rows(model_id, batch, out)}
-        exps = self._explain_all(x, self.targets(out, wanted), None)
+        exps = self._explain_all(x, self.targets(out, wanted), None, explainers)
         cv = code_version()
         rows["explanations"] = [_explanation_row(model_id, batch, e, self.plan.primary[e.task], "primary", cv)
                                 for e in exps]
         rows["faithfulness"] = self._faithfulness(model_id, batch, x, exps, sps, None, slic_settings_key)
         if dense is not None:
-            rows["similarity"] = _similarity_rows(model_id, batch, exps, dense, self.settings.topk, cv)
+            cams = [e for e in exps if e.saliency_method == "gradcam"]
+            rows["similarity"] = _similarity_rows(model_id, batch, cams, dense, self.settings.topk, cv)
         return rows
 
     def run_layer(self, model_id: str, batch: Batch, sps: list[Superpixels], slic_settings_key: str,
@@ -210,7 +221,8 @@ def _explanation_row(model_id: str, batch: Batch, e: Explanation, label: str, ro
             "is_zero": bool(e.is_zero), "saliency": encode_array(e.map_input.astype(np.float32)),
             "saliency_layer": encode_array(e.map_layer.astype(np.float32)), "code_version": cv,
             "settings": json.dumps({**e.settings.to_dict(), "target_rule": e.target.rule,
-                                    "edges": list(e.target.edges)}), "layer_label": label, "layer_role": role}
+                                    "edges": list(e.target.edges)}), "layer_label": label, "layer_role": role,
+            "explainer": e.saliency_method}
 
 
 def _prediction_rows(model_id: str, batch: Batch, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtlx_core.explain.sanity import SanitySettings
 from mtlx_core.explain.superpixels import SlicSettings
 from mtlx_core.prune.latency import LatencySettings
 from mtlx_core.prune.netslim import netslim_training
@@ -53,6 +54,9 @@ def resolve_primary_layer(primary_layers: Any, layer: str | None, arch: str, tas
         if scope in layers:
             return layers[scope]
     return layer
+
+
+EXTRA_SCOPES: tuple[str, ...] = ("all", "dense", "dense_and_first_level")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,25 @@ class ExplainSettings:
     #: ``tie_safe``: BN folding and channels-last in every graph without max-unpool (DeepLab; ~2.5x faster)
     rounding: str = "exact"
     memory_budget_mb: int = 1024
+    #: explainers (``mtlx_core.explain.explainers``; ``all``) at the primary layers: the first is on every model,
+    #: every metric runs on each; the others run where ``extra_explainers_on`` says (the ablation layers and the
+    #: map similarity stay the first's)
+    explainers: tuple[str, ...] = ("gradcam",)
+    #: the models the extra explainers explain: ``all``, ``dense`` (each seed's dense model) or
+    #: ``dense_and_first_level`` (the dense models and the lowest pruned sparsity of each arm)
+    extra_explainers_on: str = "all"
+
+    def __post_init__(self) -> None:
+        from mtlx_core.explain.explainers import explainer_names
+
+        names = explainer_names(list(self.explainers))  # registry order: Grad-CAM first
+        if names[0] != "gradcam":
+            raise ValueError(f"the explainers must include gradcam (the study's explainer on every model, its "
+                             f"layer ablation and map similarity), got {', '.join(names)}")
+        object.__setattr__(self, "explainers", tuple(names))
+        if self.extra_explainers_on not in EXTRA_SCOPES:
+            raise ValueError(f"unknown extra_explainers_on {self.extra_explainers_on!r}; valid: "
+                             f"{', '.join(EXTRA_SCOPES)}")
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb`` do not, and
@@ -98,6 +121,9 @@ class ExplainSettings:
             d.pop(k)
         if not self.target_limits:  # absent when unused: the keys of stores built before it stay valid
             d.pop("target_limits")
+        if self.explainers == ("gradcam",):  # idem (issue 21): Grad-CAM alone, as every store before
+            d.pop("explainers")
+            d.pop("extra_explainers_on")
         d["slic"] = self.slic.to_dict()
         return d
 
@@ -130,6 +156,14 @@ class ExplainSettings:
         return list(registered) if "all" in self.ablation_layers else [x for x in self.ablation_layers
                                                                         if x in registered]
 
+    def explainers_for(self, is_dense: bool, level: int | None) -> tuple[str, ...]:
+        """The explainers of one model: every one where ``extra_explainers_on`` reaches it, else the first only;
+        ``level`` = the model's place among its arm's pruned sparsities (0 = the lowest; None: a control)."""
+        scope = self.extra_explainers_on
+        extra = (scope == "all" or is_dense
+                 or (scope == "dense_and_first_level" and level == 0))
+        return self.explainers if extra else self.explainers[:1]
+
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -149,6 +183,8 @@ class StudyPreset:
     #: replicates (D25): N dense models per arm, trained with the training preset's seed + 0..N-1, each pruned and
     #: controlled; images are the same for every seed (paired within seed); ``--seeds`` overrides it
     seeds: int = 1
+    #: the sanity checks of each dense model's explanations (``mtlx_core.precompute.sanity_unit``); None: off
+    sanity: SanitySettings | None = field(default_factory=SanitySettings)
 
 
 SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
@@ -210,11 +246,16 @@ _DEMO_EXPLAIN = ExplainSettings(
     # DeepLab's graphs (no max-unpool) with BN folded, channels-last: 2.6x faster units (round 8)
     rounding="tie_safe",
     metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"), n_random=1,
+    # issue 21: Grad-CAM everywhere; Grad-CAM++ and HiResCAM (same backward) on the dense models and the first
+    # pruned level of each arm (a sub-grid, said so in the app; the verdict needs a pruned level). Every metric runs
+    # on every explainer, so each extra explainer on a model costs about that model's explain time again (not yet
+    # timed in the whole demo)
+    explainers=("gradcam", "gradcampp", "hirescam"), extra_explainers_on="dense_and_first_level",
     metric_options=(*((m, (("n_steps", 8), ("orderings", ("morf", "random")))) for m in ("deletion", "insertion")),
                     *((m, (("n_random", 5),)) for m in ("rma", "pointing", "leakage"))))
 #: paper scale: D11's layers are primary, every registered layer is computed too (the layer ablation)
 _PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",),
-                                 depth_floors=("absolute", "range"))
+                                 depth_floors=("absolute", "range"), explainers=("all",))
 
 STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
     StudyPreset("smoke", "two tiny arms, one pruned level each, 4 images (tests)", (
@@ -229,8 +270,9 @@ STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (
                        slic=SlicSettings(n_segments=16), trim_tasks=False, fold_bn=False, channels_last=False,
                        ablation_layers=("dec_stage2", "block_out"), n_random=2, depth_floors=("absolute", "range"),
                        metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"),
-                       metric_options=(("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),)))),
-        publish_every_s=5.0),
+                       metric_options=(("deletion", (("n_steps", 4),)), ("insertion", (("n_steps", 4),))),
+                       explainers=("gradcam", "gradcampp")),
+        publish_every_s=5.0, sanity=SanitySettings(max_steps=3, n_noise=1, images=2)),
     StudyPreset("demo", "the three arms of Table 1 on the synthetic rooms (CPU scale)", _ARMS_DEMO, _DEMO_EXPLAIN),
     StudyPreset("paper", "the arms of Table 1 at paper scale (NYUv2 and Cityscapes; Network Slimming in two modes, "
                 "L1-norm filters beside HRank)", _ARMS_PAPER,
@@ -268,6 +310,8 @@ def describe(preset: StudyPreset) -> str:
                  f"{'/'.join(e.fill_modes)}, {e.slic.n_segments} superpixels")
     layers = ", ".join(f"{a} {lay}" for a, lay in e.primary_layers) or (e.layer or "D11")
     lines.append(f"  Grad-CAM layer {layers}; ablation layers {', '.join(e.ablation_layers) or 'none'}")
+    extra = f" ({', '.join(e.explainers[1:])} on {e.extra_explainers_on} models)" if len(e.explainers) > 1 else ""
+    lines.append(f"  explainers {e.explainers[0]} on every model{extra}")
     lines.append(f"  metrics {', '.join(e.metric_names())}; orderings {'/'.join(e.orderings)} "
                  f"({e.n_random} random); depth floor {'/'.join(e.depth_floors)}")
     lat = preset.latency

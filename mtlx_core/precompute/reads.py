@@ -24,12 +24,13 @@ def stored_superpixels(con: duckdb.DuckDBPyConnection, b: Batch, skey: str, slic
 
 def dense_maps(con: duckdb.DuckDBPyConnection, dense_id: str, b: Batch, done: dict[str, str | None]
                ) -> dict[tuple[str, str, int], np.ndarray]:
-    """The dense model's primary-layer maps of the batch ``{(image_id, task, target_id): map}``."""
+    """The dense model's primary-layer Grad-CAM maps of the batch ``{(image_id, task, target_id): map}``."""
     if f"explain:{dense_id}:{b.key}" not in done:
         raise RuntimeError(f"the dense model {dense_id} has not been explained on batch {b.key} yet")
     rows = con.execute(
         "SELECT image_id, task, target_id, saliency FROM explanations WHERE model_id = ? "
-        "AND layer_role = 'primary' AND list_contains(?, image_id)", [dense_id, b.image_ids]).fetchall()
+        "AND layer_role = 'primary' AND explainer = 'gradcam' AND list_contains(?, image_id)",
+        [dense_id, b.image_ids]).fetchall()
     return {(iid, task, int(tid)): decode_array(sal) for iid, task, tid, sal in rows}
 
 
@@ -44,7 +45,7 @@ def explained_targets(con: duckdb.DuckDBPyConnection, model_id: str, b: Batch) -
     """The targets the model's primary unit explained on the batch (the ablation layers explain these)."""
     return _group(b, con.execute(
         "SELECT image_id, task, target_id FROM explanations WHERE model_id = ? AND layer_role = 'primary' "
-        "AND list_contains(?, image_id)", [model_id, b.image_ids]).fetchall())
+        "AND explainer = 'gradcam' AND list_contains(?, image_id)", [model_id, b.image_ids]).fetchall())
 
 
 def _group(b: Batch, rows: list[tuple]) -> Wanted:

@@ -1,7 +1,8 @@
 """The precompute executor: arm by arm, unit by unit, skipping journaled units, publishing snapshots.
 
 Order inside an arm: train the dense model, store the image batches (PNG + SLIC), draw the dense model's
-targets over the whole image sample, explain the dense model on every batch at its primary layers, then for
+targets over the whole image sample, explain the dense model on every batch at its primary layers, run the sanity
+checks of its explanations (one ``sanity`` unit, ``preset.sanity``; ``mtlx_core.precompute.sanity_unit``), then for
 each sparsity: prune + fine-tune, explain on every batch (similarity to the dense maps). Every model's row
 carries its cost axes (parameters, MACs, measured latency; ``units.model_costs``). When every arm is complete
 (and published), a second pass trains and explains each arm's training-budget control (the dense model
@@ -26,12 +27,12 @@ from tqdm import tqdm
 
 from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.explain.target_draw import TargetDraw
+from mtlx_core.precompute.check_units import sanity_unit, seed_noise_units
 from mtlx_core.precompute.explainer import ModelExplainer, layer_plan
 from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.plan import Clock, PrecomputeResult, arm_config, check_data, check_layers
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, explained_targets, stored_superpixels, wanted_targets
-from mtlx_core.precompute.seed_noise import seed_similarity_rows
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import (
     Batch,
@@ -187,18 +188,7 @@ class Runner:
             self._run_seed(pos, arm, phase, seed_cfg, spec, tasks, batches, input_shape, first=k == 0)
             dense_ids.append(seed_cfg.run_id())
         if phase == "primary":
-            self._seed_noise(arm, dense_ids, [i for b in batches for i in b.image_ids])
-
-    def _seed_noise(self, arm: ArmSpec, dense_ids: list[str], image_ids: list[str]) -> None:
-        """Every further seed's dense maps against the first seed's (the noise floor of map similarity)."""
-        for dense_id in dense_ids[1:]:
-            uid = f"seed_similarity:{dense_id}:{dense_ids[0]}"
-            if self._is_done(uid):
-                continue
-            t = Clock()
-            rows = seed_similarity_rows(self.w.con, dense_id, dense_ids[0], image_ids, self.settings.topk)
-            self._commit(UnitRows(uid, "seed_similarity", {"similarity": rows}, arm.arm_id, dense_id,
-                                  {"reference": dense_ids[0], "images": len(image_ids)}, *t.spent()))
+            seed_noise_units(self, arm, dense_ids, [i for b in batches for i in b.image_ids])
 
     def _run_seed(self, pos: int, arm: ArmSpec, phase: str, cfg: TrainConfig, spec: Any, tasks: dict,
                   batches: list[Batch], input_shape: tuple[int, ...], first: bool) -> None:
@@ -227,14 +217,18 @@ class Runner:
         layers = ([] if phase != "ablation" else layer_plan(load_run(dense_id, self.models_dir).model,
                                                             tasks, self.settings, arm.arm_id).ablation_layers)
         try:
+            which = self.settings.explainers_for  # the sub-grid of the extra explainers
             if phase != "control":
-                self._explain_model(arm, spec, dense_id, None, batches, bar, layers)
+                self._explain_model(arm, spec, dense_id, None, batches, bar, layers, which(True, None))
+            if phase == "primary" and self.preset.sanity is not None:
+                sanity_unit(self, arm, spec, dense_id, batches[0], self.preset.sanity)
             for s in levels:
                 model_id = self._prune(arm, cfg, dense_id, s, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers,
+                                    which(False, sorted(levels).index(s)))
             if with_control:
                 model_id = self._control(arm, cfg, dense_id, tasks, input_shape)
-                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers)
+                self._explain_model(arm, spec, model_id, dense_id, batches, bar, layers, which(False, None))
         finally:
             bar.close()
 
@@ -296,8 +290,10 @@ class Runner:
 
     # --- explanations of one model ----------------------------------------------------------------------
     def _explain_model(self, arm: ArmSpec, spec: Any, model_id: str, dense_id: str | None,
-                       batches: list[Batch], bar: tqdm, layers: list[str]) -> None:
-        """The model's primary units of every batch, then its ``layers`` (ablation) units."""
+                       batches: list[Batch], bar: tqdm, layers: list[str],
+                       explainers: tuple[str, ...] = ("gradcam",)) -> None:
+        """The model's primary units of every batch (each of ``explainers``), then its ``layers`` (ablation)
+        units (Grad-CAM)."""
         pending = [b for b in batches if not self._is_done(f"explain:{model_id}:{b.key}")
                    or any(not self._is_done(f"layer:{model_id}:{b.key}:{lay}") for lay in layers)]
         bar.update(len(batches) - len(pending))
@@ -317,10 +313,11 @@ class Runner:
                 dense = DenseMaps(dense_id, dense_maps(con, dense_id, b, self.done)) if dense_id is not None else None
                 limited = self.settings.limits_targets()
                 wanted = wanted_targets(con, dense_id or model_id, b) if limited else None
-                rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense)
+                rows = explainer.run_batch(model_id, b, sps, self.skey, wanted, dense, explainers)
                 self._commit(UnitRows(uid, "explain", rows, arm.arm_id, model_id,
                                       {"batch": b.key, "indices": b.indices, "dense": dense_id,
-                                       "layers": explainer.plan.primary}, *t.spent()))
+                                       "layers": explainer.plan.primary, "explainers": list(explainers)},
+                                      *t.spent()))
             for lay in layers:
                 uid = f"layer:{model_id}:{b.key}:{lay}"
                 if self._is_done(uid):

@@ -24,7 +24,8 @@ from mtlx_core.version import code_version
 def _primary_maps(con: duckdb.DuckDBPyConnection, model_id: str, image_ids: Sequence[str]
                   ) -> dict[tuple[str, str, int], tuple[str, Any]]:
     rows = con.execute("SELECT image_id, task, target_id, layer, saliency FROM explanations WHERE model_id = ? "
-                       "AND layer_role = 'primary' AND list_contains(?, image_id)", [model_id, list(image_ids)])
+                       "AND layer_role = 'primary' AND explainer = 'gradcam' AND list_contains(?, image_id)",
+                       [model_id, list(image_ids)])
     return {(iid, task, int(tid)): (layer, sal) for iid, task, tid, layer, sal in rows.fetchall()}
 
 

@@ -45,7 +45,7 @@ def model_images(store: Store, model_id: str) -> pd.DataFrame:
     """Images explained for a model, with how many targets each task has."""
     return store.df("SELECT e.image_id, e.task, count(*) AS n_targets, any_value(i.idx) AS idx "
                     "FROM explanations e JOIN images i USING (image_id) WHERE e.model_id = ? "
-                    "AND e.layer_role = 'primary' "
+                    "AND e.layer_role = 'primary' AND e.explainer = 'gradcam' "
                     "GROUP BY e.image_id, e.task ORDER BY idx, e.task", [model_id])
 
 
@@ -54,7 +54,8 @@ def targets(store: Store, image_id: str, task: str, model_ids: Sequence[str]) ->
     return store.df(
         "SELECT target_id, any_value(target) AS target, count(DISTINCT model_id) AS n_models, "
         "bool_or(is_zero) AS any_zero FROM explanations "
-        f"WHERE image_id = ? AND task = ? AND layer_role = 'primary' AND model_id IN ({_in(model_ids)}) "
+        "WHERE image_id = ? AND task = ? AND layer_role = 'primary' AND explainer = 'gradcam' "
+        f"AND model_id IN ({_in(model_ids)}) "
         "GROUP BY target_id ORDER BY target_id",
         [image_id, task, *model_ids])
 
@@ -79,15 +80,24 @@ def _layer_sql(layer: str | None) -> tuple[str, list[str]]:
 
 
 def saliency_maps(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int,
-                  layer: str | None = None) -> dict[str, np.ndarray]:
-    """Input-resolution Grad-CAM map ``(H, W)`` per model that has one, at the layer with this label (``None``:
-    each model's primary layer)."""
+                  layer: str | None = None, explainer: str = "gradcam") -> dict[str, np.ndarray]:
+    """Input-resolution map ``(H, W)`` of ``explainer`` per model that has one, at the layer with this label
+    (``None``: each model's primary layer)."""
     layer_sql, layer_args = _layer_sql(layer)
     rows = store.rows(
         f"SELECT model_id, saliency FROM explanations WHERE image_id = ? AND task = ? "
-        f"AND target_id = ? AND model_id IN ({_in(model_ids)}) {layer_sql}",
-        [image_id, task, int(target_id), *model_ids, *layer_args])
+        f"AND target_id = ? AND explainer = ? AND model_id IN ({_in(model_ids)}) {layer_sql}",
+        [image_id, task, int(target_id), explainer, *model_ids, *layer_args])
     return {m: decode_array(b).astype(np.float32) for m, b in rows}
+
+
+def explainers(store: Store, model_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Explainers stored at the primary layer (of the given models): ``explainer`` (Grad-CAM first, then by
+    name), ``n_models`` and ``models`` (the model ids that have it, sorted)."""
+    where = "" if model_ids is None else f"AND model_id IN ({_in(model_ids)})"
+    return store.df("SELECT explainer, count(DISTINCT model_id) AS n_models, list(DISTINCT model_id ORDER BY model_id) "
+                    f"AS models FROM explanations WHERE layer_role = 'primary' {where} GROUP BY explainer "
+                    "ORDER BY explainer <> 'gradcam', explainer", list(model_ids or []))
 
 
 def predictions(store: Store, model_ids: Sequence[str], image_id: str, task: str) -> dict[str, np.ndarray]:

@@ -26,10 +26,11 @@ MIN_SHARE = 0.2  # issue 16's bar for "clearly": the margin is at least 20 % of 
 
 
 def chance_per_image(store: Store, metric: str = "irof", variant: str | None = None,
-                     value: str = "score_norm") -> pd.DataFrame:
-    """One row per (arm point, task, layer, image): the explainer's mean value over the image's targets, the
-    mean of the random orderings, the margin (D24) and the number of targets (status ``ok``)."""
-    per = faithfulness_per_image(store, metric, variant, value)
+                     value: str = "score_norm", explainer: str = "gradcam") -> pd.DataFrame:
+    """One row per (arm point, task, layer, image): the explainer's mean value over the image's targets (column
+    ``gradcam`` whichever ``explainer``: the app's name for the explainer's series), the mean of the random
+    orderings, the margin (D24) and the number of targets (status ``ok``)."""
+    per = faithfulness_per_image(store, metric, variant, value, explainer)
     per = per.rename(columns={"explainer_value": "gradcam"})
     return per[per["random"].notna() | per["margin"].notna()].reset_index(drop=True)
 
@@ -59,10 +60,10 @@ def verdict(row: pd.Series | dict, alpha: float = ALPHA, min_share: float = MIN_
 
 
 def beats_chance(store: Store, metric: str = "irof", variant: str | None = None, value: str = "score_norm",
-                 n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+                 n_boot: int = 10_000, seed: int = 0, explainer: str = "gradcam") -> pd.DataFrame:
     """Per dense model and task at the primary layer: margin over random, BCa interval, Wilcoxon p, Holm over
     all the dense cells, the margin as a share of the random baseline's score, and a verdict in words."""
-    per = chance_per_image(store, metric, variant, value)
+    per = chance_per_image(store, metric, variant, value, explainer)
     per = per[per["is_dense"] & (per["layer_role"] == "primary")]
     per = per.drop_duplicates(["model_id", "task", "image_id"])  # a dense model shared by two arms counts once
     out = _summaries(per, ["arm_id", "model_id", "task", "layer_label"], n_boot, seed)
@@ -72,10 +73,10 @@ def beats_chance(store: Store, metric: str = "irof", variant: str | None = None,
 
 
 def margin_by_layer(store: Store, metric: str = "irof", variant: str | None = None, value: str = "score_norm",
-                    n_boot: int = 2_000, seed: int = 0) -> pd.DataFrame:
+                    n_boot: int = 2_000, seed: int = 0, explainer: str = "gradcam") -> pd.DataFrame:
     """Per (arm point, task, layer), dense and pruned: the margin over random with its interval and p-value;
     Holm within each arm and task (over its models and layers)."""
-    per = chance_per_image(store, metric, variant, value)
+    per = chance_per_image(store, metric, variant, value, explainer)
     out = _summaries(per, ["arm_id", "model_id", "is_dense", "sparsity", "target_sparsity", "task", "layer_label",
                            "layer_role"], n_boot, seed)
     out["p_holm"] = float("nan")

@@ -110,10 +110,11 @@ def faithfulness_per_image(store: Store, metric: str = "irof", variant: str | No
 
 
 def figure4(store: Store, metric: str = "irof", variant: str | None = None, value: str = "score_norm",
-            n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+            n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95, explainer: str = "gradcam") -> pd.DataFrame:
     """Mean and 95 % bootstrap interval over images per (arm point, task, series) at the primary layer;
-    series: ``explainer`` (Grad-CAM), ``random`` (mean of the K orderings), ``reversed``, ``margin``."""
-    per = faithfulness_per_image(store, metric, variant, value)
+    series: ``explainer`` (``explainer``'s scores; default Grad-CAM), ``random`` (mean of the K orderings),
+    ``reversed``, ``margin``."""
+    per = faithfulness_per_image(store, metric, variant, value, explainer)
     per = per[per["layer_role"] == "primary"]
     keys = ["arm_id", "model_id", "sparsity", "target_sparsity", "task"]
     cols = [*keys, "series", "mean", "ci_low", "ci_high", "n_images"]
@@ -127,8 +128,9 @@ def figure4(store: Store, metric: str = "irof", variant: str | None = None, valu
 
 
 def faithfulness_curves(store: Store, model_ids: Sequence[str], image_id: str, task: str, target_id: int,
-                        metric: str = "irof", variant: str | None = None, layer: str | None = None) -> pd.DataFrame:
-    """Every curve of one target: the explainer's (most and least relevant first, at ``layer``; None = the
+                        metric: str = "irof", variant: str | None = None, layer: str | None = None,
+                        explainer: str = "gradcam") -> pd.DataFrame:
+    """Every curve of one target: ``explainer``'s (most and least relevant first, at ``layer``; None = the
     primary layer) and the random orderings, with scores and statuses."""
     variant = variant or default_variant(store, metric)
     layer_sql, layer_args = ("layer_role = 'primary'", []) if layer is None else ("layer_label = ?", [layer])
@@ -136,9 +138,9 @@ def faithfulness_curves(store: Store, model_ids: Sequence[str], image_id: str, t
         "SELECT model_id, explainer, layer_label, ordering, replicate, seed, curve, x, score, score_norm, "
         "n_steps, clean_score, status, settings_key FROM faithfulness "
         f"WHERE model_id IN ({_in(model_ids)}) AND image_id = ? AND task = ? AND target_id = ? AND metric = ? "
-        f"AND variant = ? AND (ordering = 'random' OR {layer_sql}) "
+        f"AND variant = ? AND (ordering = 'random' OR (explainer = ? AND {layer_sql})) "
         "ORDER BY model_id, ordering, replicate",
-        [*model_ids, image_id, task, int(target_id), metric, variant, *layer_args])
+        [*model_ids, image_id, task, int(target_id), metric, variant, explainer, *layer_args])
 
 
 def settings_of(store: Store, metric: str, variant: str | None = None) -> dict[str, Any]:

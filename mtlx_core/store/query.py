@@ -27,6 +27,8 @@ Public API::
     verdict_pareto(store, metric, value, delta_share); cost_axes(store)  # the cost views (D27)
     similarity_vs_sparsity(store, measure)    # each pruned model's maps vs its dense model's (mean, interval)
     seed_noise(store, measure)                # two dense seeds' maps vs each other: the noise floor (a band)
+    sanity_summary(store); sanity_randomisation / sanity_heads / sanity_reference(store, model_id, explainer)
+                                              # the dense models' sanity checks (which pass; curves; head table)
     map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
 
 Connections, snapshots and errors: ``mtlx_core.store.reader``. Queries read only the columns they show and
@@ -44,7 +46,9 @@ import pandas as pd
 
 from mtlx_core.explain.similarity import map_similarity as map_similarity
 from mtlx_core.stats.pareto import COST_AXES as COST_AXES
+from mtlx_core.store.aggregate import N_BOOT as N_BOOT
 from mtlx_core.store.artefacts import _in
+from mtlx_core.store.artefacts import explainers as explainers
 from mtlx_core.store.artefacts import image as image
 from mtlx_core.store.artefacts import image_png as image_png
 from mtlx_core.store.artefacts import images as images
@@ -76,6 +80,11 @@ from mtlx_core.store.reader import REQUIRED_TABLES, Store
 from mtlx_core.store.reader import open_store as open_store  # re-exported: the pages' one import
 from mtlx_core.store.reader import signature as signature
 from mtlx_core.store.reader import store_path as store_path
+from mtlx_core.store.sanity import VERDICT_CHECKS as VERDICT_CHECKS
+from mtlx_core.store.sanity import sanity_heads as sanity_heads
+from mtlx_core.store.sanity import sanity_randomisation as sanity_randomisation
+from mtlx_core.store.sanity import sanity_reference as sanity_reference
+from mtlx_core.store.sanity import sanity_summary as sanity_summary
 from mtlx_core.store.similarity_views import SIMILARITY_MEASURES as SIMILARITY_MEASURES
 from mtlx_core.store.similarity_views import seed_noise as seed_noise
 from mtlx_core.store.similarity_views import similarity_vs_sparsity as similarity_vs_sparsity

@@ -13,7 +13,7 @@ Tables
 - ``images``: the evaluated images (PNG) and their split/index.
 - ``superpixels``: SLIC labels per image and settings (computed once, reused by every model and target).
 - ``predictions``: each model's clean prediction per image and task (argmax labels, depth, normals).
-- ``explanations``: Grad-CAM maps per (model, image, task, target, layer) at input and layer resolution.
+- ``explanations``: maps per (model, image, task, target, explainer, layer) at input and layer resolution.
 - ``faithfulness``: one score per (model, image, task, target, explainer, layer, metric, ordering, random
   replicate, settings key): the curve (task scalar over its clean value at ``x``, the share of the image
   perturbed), ``score`` (the metric's own number: IROF's AOC, RISE's AUC, ...), ``score_norm`` (scaled to
@@ -26,6 +26,13 @@ Tables
   (seeded, stratified, region-size blind: ``mtlx_core.explain.target_draw``); ``position`` = the image's place
   in the seeded image sample (D26). Pruned models explain the dense model's drawn targets.
 - ``similarity``: how far each pruned explanation moved from the dense one (Spearman, SSIM, top-k IoU).
+- ``sanity``: the sanity checks of each dense model's explanations (``mtlx_core.precompute.sanity_unit``): one row
+  per (model, explainer, explained task, check, variant, step, settings key); ``check_name`` is ``model_randomisation``
+  (step i = the cascade's i-th cumulative group, ``modules`` it added; ``emprt`` on the last step),
+  ``head_randomisation`` (``variant`` = the task whose head was re-initialised), ``random_target`` or
+  ``noise_floor`` (step = noise draw); ``spearman``/``ssim`` are the means over maps (NULL when every map is all
+  zero), ``*_per_map`` the per-map values (NULL for a left-out map); ``passed``/``reason`` the check's verdict
+  (NULL for the noise floor, a reference); ``settings`` the ``SanitySettings`` JSON with the layer.
 - ``units``: the journal of finished work units (one transaction each) that makes precompute resumable.
 
 Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; existing columns unchanged):
@@ -37,6 +44,13 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
   torch's zip embeds file names, so file bytes differ between identical trainings). Dense models have
   ``target_sparsity = 0`` and ``parent_id`` NULL. Predictions: segmentation uint8 argmax ``(H, W)``, depth
   float16 ``(H, W)``, normals float16 ``(3, H, W)``. Explanation maps are float32 in [0, 1].
+- Schema 5 (issue 21): ``explanations`` carries ``explainer`` (a name of
+  ``mtlx_core.explain.explainers.EXPLAINERS``: ``gradcam``, ``gradcampp``, ...) in its key; ``faithfulness`` rows
+  carry the explainer whose map was scored (every metric runs on every explainer; random rows stay shared,
+  ``explainer = 'random'``). Which models have which explainers is a preset's choice
+  (``ExplainSettings.explainers`` and ``extra_explainers_on``): Grad-CAM is on every model, the ablation layers are
+  Grad-CAM's only, and ``similarity`` rows (dense vs pruned, seed vs seed) compare Grad-CAM's maps (their key has no
+  explainer). Readers default to ``explainer = 'gradcam'``.
 - Schema 4 (issue 18, D27): ``models`` carries the cost axes: ``params`` and ``macs`` (at the study's input size;
   a pruned or control model's from its ``PruningRecord``, a dense model's counted), ``latency_cpu_ms`` (deployed
   form, batch 1, one thread, median of ``cost_settings.runs`` forwards after warm-up; ``mtlx_core.prune.latency``),
@@ -57,7 +71,7 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -85,8 +99,8 @@ DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS explanations (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, layer VARCHAR,
         n_pixels INTEGER, is_zero BOOLEAN, saliency BLOB, saliency_layer BLOB, code_version VARCHAR,
-        settings JSON, layer_label VARCHAR, layer_role VARCHAR,
-        PRIMARY KEY (model_id, image_id, task, target_id, layer))""",
+        settings JSON, layer_label VARCHAR, layer_role VARCHAR, explainer VARCHAR DEFAULT 'gradcam',
+        PRIMARY KEY (model_id, image_id, task, target_id, explainer, layer))""",
     """CREATE TABLE IF NOT EXISTS faithfulness (
         model_id VARCHAR, image_id VARCHAR, task VARCHAR, target_id INTEGER, target VARCHAR, explainer VARCHAR,
         layer VARCHAR, layer_label VARCHAR, layer_role VARCHAR, metric VARCHAR, variant VARCHAR, ordering VARCHAR,
@@ -104,6 +118,12 @@ DDL: tuple[str, ...] = (
         layer VARCHAR, spearman DOUBLE, ssim DOUBLE, topk_iou DOUBLE, topk DOUBLE,
         topk_pixels INTEGER, code_version VARCHAR,
         PRIMARY KEY (model_id, reference_id, image_id, task, target_id, layer))""",
+    """CREATE TABLE IF NOT EXISTS sanity (
+        model_id VARCHAR, explainer VARCHAR, task VARCHAR, check_name VARCHAR, variant VARCHAR, step INTEGER,
+        label VARCHAR, modules VARCHAR[], n_maps INTEGER, n_zero INTEGER, spearman DOUBLE, ssim DOUBLE,
+        spearman_per_map DOUBLE[], ssim_per_map DOUBLE[], identical BOOLEAN, emprt DOUBLE, passed BOOLEAN,
+        reason VARCHAR, layer VARCHAR, settings_key VARCHAR, settings JSON, code_version VARCHAR,
+        PRIMARY KEY (model_id, explainer, task, check_name, variant, step, settings_key))""",
     """CREATE TABLE IF NOT EXISTS units (
         unit_id VARCHAR PRIMARY KEY, kind VARCHAR, arm_id VARCHAR, model_id VARCHAR, detail JSON,
         seconds DOUBLE, finished_at TIMESTAMP, cpu_seconds DOUBLE)""",

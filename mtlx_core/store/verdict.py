@@ -82,15 +82,16 @@ def _annotate(cells: pd.DataFrame, roles: pd.DataFrame, sel: pd.DataFrame, perf:
 
 
 def compute_verdict(r: vd.Reader, settings: VerdictSettings | None = None, value: str = "score_norm",
-                    variants: str = "default", sensitivity: bool = False) -> StudyVerdict:
-    """The verdict of every cell of the store read by ``r`` (see the module docstring)."""
+                    variants: str = "default", sensitivity: bool = False, explainer: str = "gradcam") -> StudyVerdict:
+    """The verdict of every cell of the store read by ``r`` (see the module docstring), on ``explainer``'s
+    scores (models without them have no cell)."""
     s = settings or VerdictSettings()
     t0 = time.perf_counter()
     roles = vd.model_roles(r)
     labels = tuple(vd.metric_labels(r, variants))
-    margins = vd.target_margins(r, labels, value)
+    margins = vd.target_margins(r, labels, value, explainer=explainer)
     pairs = vd.pairs_frame(roles, margins)
-    sel = vd.selection(r, roles)
+    sel = vd.selection(r, roles, explainer)
     perf, d_perf = vd.performance(r, roles)
     cells = _annotate(verdict_table(pairs, s), roles, sel, perf)
     sens = None
@@ -102,21 +103,22 @@ def compute_verdict(r: vd.Reader, settings: VerdictSettings | None = None, value
     mm = mm.groupby(["model_id", "task", "metric"], sort=False)["margin"].agg(
         mean_margin="mean", n_images="count").reset_index()
     out = StudyVerdict(cells, per_image, trend_table(pairs), slope_table(cells, d_perf, s.level), models, mm,
-                       labels, sens, {**s.to_dict(), "value": value, "variants": variants})
+                       labels, sens, {**s.to_dict(), "value": value, "variants": variants, "explainer": explainer})
     logger.debug("verdict of %d cells in %.2f s", len(cells), time.perf_counter() - t0)
     return out
 
 
 def study_verdict(store: Store, value: str = "score_norm", variants: str = "default", delta_share: float = 0.1,
-                  n_boot: int = 10_000, seed: int = 0) -> StudyVerdict:
+                  n_boot: int = 10_000, seed: int = 0, explainer: str = "gradcam") -> StudyVerdict:
     """``compute_verdict`` of the store's current snapshot, computed once per snapshot and settings (the
     bootstrap of every cell takes about a second on the demo store; the page's queries then read the result)."""
-    key = (str(store.path), store.signature, value, variants, delta_share, n_boot, seed)
+    key = (str(store.path), store.signature, value, variants, delta_share, n_boot, seed, explainer)
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
     if hit is not None:
         return hit
-    res = compute_verdict(store, VerdictSettings(delta_share=delta_share, n_boot=n_boot, seed=seed), value, variants)
+    res = compute_verdict(store, VerdictSettings(delta_share=delta_share, n_boot=n_boot, seed=seed), value, variants,
+                          explainer=explainer)
     with _MEMO_LOCK:
         while len(_MEMO) >= _MEMO_SIZE:
             _MEMO.pop(next(iter(_MEMO)))
@@ -124,11 +126,12 @@ def study_verdict(store: Store, value: str = "score_norm", variants: str = "defa
     return res
 
 
-def verdict_pareto(store: Store, metric: str, value: str = "score_norm", delta_share: float = 0.1) -> pd.DataFrame:
+def verdict_pareto(store: Store, metric: str, value: str = "score_norm", delta_share: float = 0.1,
+                   explainer: str = "gradcam") -> pd.DataFrame:
     """The cost views' points (D27): one row per (model, task) with its role, costs (parameters, MACs, latency
     columns the store has, ``level``: nominal sparsity), primary task metric (``task_value``), mean margin under
     ``metric`` and ``front`` (Pareto front of task metric, margin and MACs among the task's models)."""
-    v = study_verdict(store, value, delta_share=delta_share)  # the grid's computation (memoised)
+    v = study_verdict(store, value, delta_share=delta_share, explainer=explainer)  # the grid's (memoised)
     if metric not in {lab for _, _, lab in v.labels}:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(lab for _, _, lab in v.labels)}")
     return pareto_points(v.models, v.model_margins, metric, "macs")
@@ -149,21 +152,21 @@ def check_reference(reference: str) -> None:
 
 
 def verdict_grid(store: Store, reference: str = "dense", value: str = "score_norm",
-                 delta_share: float = 0.1) -> pd.DataFrame:
+                 delta_share: float = 0.1, explainer: str = "gradcam") -> pd.DataFrame:
     """The primary row of every cell compared with ``reference`` (one verdict per arm, level, task, metric)."""
     check_reference(reference)
-    c = study_verdict(store, value, delta_share=delta_share).cells
+    c = study_verdict(store, value, delta_share=delta_share, explainer=explainer).cells
     return c[c["primary"] & (c["reference"] == reference)].reset_index(drop=True)
 
 
 def _cell_sensitivity(store: Store, label: tuple[str, str, str], rows: pd.DataFrame,
-                      value: str) -> dict[str, float]:
+                      value: str, explainer: str = "gradcam") -> dict[str, float]:
     """Mean delta, BCa interval and Wilcoxon p of one cell on the (image, target) pairs both models have
     (per image: mean over those targets, then over seeds)."""
     if rows.empty:
         return {"n_images": 0, "mean_delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_wilcoxon": np.nan}
     ids = sorted(set(rows["model_id"]) | set(rows["reference_id"]))
-    t = vd.target_margins(store, [label], value, ids, str(rows["task"].iloc[0]))
+    t = vd.target_margins(store, [label], value, ids, str(rows["task"].iloc[0]), explainer)
     pairs = rows[["model_id", "reference_id", "seed"]].drop_duplicates()
     m = t.merge(pairs, on="model_id").merge(
         t.rename(columns={"model_id": "reference_id", "margin": "margin_reference"}),
@@ -178,14 +181,14 @@ def _cell_sensitivity(store: Store, label: tuple[str, str, str], rows: pd.DataFr
 
 
 def verdict_cell(store: Store, model_id: str, reference: str, task: str, metric: str,
-                 value: str = "score_norm", delta_share: float = 0.1) -> dict[str, Any]:
+                 value: str = "score_norm", delta_share: float = 0.1, explainer: str = "gradcam") -> dict[str, Any]:
     """One cell's evidence: ``row`` (its statistics), ``seeds`` (per-seed rows of a pooled cell), ``family``
     (the rows of its arm x task x metric x reference family, for the test figures), ``pairs`` (per-image
     margins, model and reference, with delta), ``extremes`` (the images with the lowest and highest delta and
     the target on which the two models differ most there), ``trend`` (its family's Page test), ``sensitivity``
     (the cell on the (image, target) pairs both models have) and ``metric_variant`` (metric, variant)."""
     check_reference(reference)
-    v = study_verdict(store, value, delta_share=delta_share)
+    v = study_verdict(store, value, delta_share=delta_share, explainer=explainer)
     c = v.cells
     hit = c[(c["model_id"] == model_id) & (c["reference"] == reference) & (c["task"] == task)
             & (c["metric"] == metric)]
@@ -207,12 +210,13 @@ def verdict_cell(store: Store, model_id: str, reference: str, task: str, metric:
     seeds = c[c["model_id"].isin(ids) & (c["reference"] == reference) & (c["task"] == task)
               & (c["metric"] == metric) & (c["seed"] != POOLED)]
     return {"row": row.to_dict(), "seeds": seeds.reset_index(drop=True), "family": fam.reset_index(drop=True),
-            "pairs": pairs, "extremes": _extremes(store, label, pairs, value), "trend": tr.reset_index(drop=True),
-            "sensitivity": _cell_sensitivity(store, label, pairs, value),
+            "pairs": pairs, "extremes": _extremes(store, label, pairs, value, explainer),
+            "trend": tr.reset_index(drop=True), "sensitivity": _cell_sensitivity(store, label, pairs, value, explainer),
             "metric_variant": (label[0], label[1])}
 
 
-def _extremes(store: Store, label: tuple[str, str, str], pairs: pd.DataFrame, value: str) -> pd.DataFrame:
+def _extremes(store: Store, label: tuple[str, str, str], pairs: pd.DataFrame, value: str,
+              explainer: str = "gradcam") -> pd.DataFrame:
     """The images with the lowest and the highest delta (seed-averaged), each with the target both models have
     whose margins differ most (the one whose curves tell the story)."""
     cols = ["end", "image_id", "delta", "model_id", "reference_id", "target_id"]
@@ -221,7 +225,8 @@ def _extremes(store: Store, label: tuple[str, str, str], pairs: pd.DataFrame, va
     by_image = pairs.groupby("image_id")["delta"].mean().sort_values()
     ends = [("lowest", by_image.index[0]), ("highest", by_image.index[-1])]
     first = pairs.sort_values("seed").iloc[0]
-    t = vd.target_margins(store, [label], value, [first["model_id"], first["reference_id"]], str(first["task"]))
+    t = vd.target_margins(store, [label], value, [first["model_id"], first["reference_id"]], str(first["task"]),
+                          explainer)
     rows = []
     for end, img in ends:
         ti = t[t["image_id"] == img].pivot_table(index="target_id", columns="model_id", values="margin")

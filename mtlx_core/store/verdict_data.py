@@ -121,10 +121,11 @@ def metric_labels(r: Reader, variants: str = "default") -> list[tuple[str, str, 
 
 
 def target_margins(r: Reader, labels: Sequence[tuple[str, str, str]], value: str = "score_norm",
-                   model_ids: Sequence[str] | None = None, task: str | None = None) -> pd.DataFrame:
+                   model_ids: Sequence[str] | None = None, task: str | None = None, explainer: str = "gradcam"
+                   ) -> pd.DataFrame:
     """Per (model, task, metric label, image, target) with status ok at the primary layer: the explainer's
     value minus the mean of the K random orderings of the same target (D24); AbPC's chance is 0. ``model_ids``
-    and ``task`` restrict the rows read."""
+    and ``task`` restrict the rows read; ``explainer``: whose scores (the random orderings are shared)."""
     if value not in VALUES:
         raise ValueError(f"unknown score column {value!r}; valid columns: {', '.join(VALUES)}")
     cols = ["model_id", "task", "metric", "image_id", "target_id", "margin"]
@@ -134,11 +135,11 @@ def target_margins(r: Reader, labels: Sequence[tuple[str, str, str]], value: str
     marks = ", ".join("?" * len(keys))
     only = "" if model_ids is None else f" AND model_id IN ({', '.join('?' * len(model_ids))})"
     only += "" if task is None else " AND task = ?"
-    args = [*keys, *(model_ids or ()), *([] if task is None else [task])]
+    args = [*keys, *(model_ids or ()), *([] if task is None else [task]), explainer]
     df = r.df(
         f"WITH f AS (SELECT model_id, task, image_id, target_id, metric, variant, ordering, explainer, layer_role, "
         f"  {value} AS v FROM faithfulness WHERE status = 'ok' AND metric || chr(31) || variant IN ({marks}){only}), "
-        "e AS (SELECT * FROM f WHERE ordering = 'morf' AND explainer = 'gradcam' AND layer_role = 'primary'), "
+        "e AS (SELECT * FROM f WHERE ordering = 'morf' AND explainer = ? AND layer_role = 'primary'), "
         "r AS (SELECT model_id, task, image_id, target_id, metric, variant, avg(v) AS rv FROM f "
         "  WHERE ordering = 'random' GROUP BY ALL) "
         "SELECT e.model_id, e.task, e.metric, e.variant, e.image_id, e.target_id, "
@@ -188,11 +189,12 @@ def pairs_frame(roles: pd.DataFrame, margins: pd.DataFrame, both_targets: bool =
                                                 "image_id"], kind="stable").reset_index(drop=True)
 
 
-def selection(r: Reader, roles: pd.DataFrame) -> pd.DataFrame:
+def selection(r: Reader, roles: pd.DataFrame, explainer: str = "gradcam") -> pd.DataFrame:
     """Per (model, task) at the primary layer: ``targets_dropped``, the share of the dense (root) model's
     explained (image, target) pairs the model no longer explains, and ``zero_maps``, the share of the model's
     own maps that are all zero."""
-    ex = r.df("SELECT model_id, task, image_id, target_id, is_zero FROM explanations WHERE layer_role = 'primary'")
+    ex = r.df("SELECT model_id, task, image_id, target_id, is_zero FROM explanations WHERE layer_role = 'primary' "
+              "AND explainer = ?", [explainer])
     root = dict(zip(roles["model_id"], roles["root_id"], strict=True))
     rows = []
     have = {k: set(zip(g["image_id"], g["target_id"], strict=True)) for k, g in ex.groupby(["model_id", "task"])}

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: tables in dependency order (units last: a journal row only ever follows its unit's rows)
 TABLES: tuple[str, ...] = ("meta", "arms", "models", "task_metrics", "images", "superpixels", "predictions",
-                           "target_draws", "explanations", "faithfulness", "similarity", "units")
+                           "target_draws", "explanations", "faithfulness", "similarity", "sanity", "units")
 #: meta keys that may change between runs without changing what the store means
 VOLATILE_META: frozenset[str] = frozenset({"created_at", "updated_at", "code_version_last", "published_at",
                                            "status", "arms_planned", "arms_complete"})
