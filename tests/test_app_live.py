@@ -100,7 +100,8 @@ def stored_curves(store: query.Store, model_id: str, where: str = "", limit: int
 def rebuild_args(store: query.Store, r: object) -> tuple:
     """``perturbed_steps`` / ``perturbation_steps`` arguments of a stored curve row."""
     sal = None if r.ordering == "random" else query.saliency_maps(  # type: ignore[attr-defined]
-        store, [r.model_id], r.image_id, r.task, r.target_id, r.layer_label)[r.model_id]  # type: ignore[attr-defined]
+        store, [r.model_id], r.image_id, r.task, r.target_id, r.layer_label,  # type: ignore[attr-defined]
+        explainer=r.explainer)[r.model_id]  # type: ignore[attr-defined]
     return (r.metric, query.settings_of(store, r.metric, r.variant), query.image(store, r.image_id),  # type: ignore[attr-defined]
             sal, None if r.ordering != "random" else int(r.seed), query.superpixels(store, r.image_id),  # type: ignore[attr-defined]
             r.ordering)  # type: ignore[attr-defined]
