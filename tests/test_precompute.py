@@ -281,7 +281,7 @@ def test_seeds_train_one_dense_model_per_seed_each_pruned_and_pooled_by_the_verd
     # the noise floor of map similarity: seed 1's dense maps against seed 0's, on every target both explained
     both = _one(store, f"SELECT count(*) FROM explanations a JOIN explanations b USING (image_id, task, target_id, "
                        f"layer) WHERE a.model_id = '{dense[1][0]}' AND b.model_id = '{dense[0][0]}' "
-                       "AND a.layer_role = 'primary'")
+                       "AND a.layer_role = 'primary' AND a.explainer = 'gradcam' AND b.explainer = 'gradcam'")
     seeds_sim = _query(store, "SELECT reference_id, count(*) FROM similarity WHERE model_id = "
                               f"'{dense[1][0]}' GROUP BY 1")
     assert both > 0
