@@ -28,7 +28,7 @@ from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.precompute.plan import Clock
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings, StudyPreset
 from mtlx_core.precompute.runner import Runner
-from mtlx_core.precompute.units import arm_row, images_unit, make_batches, model_costs
+from mtlx_core.precompute.units import arm_row, images_unit, make_batches, metric_rows, model_costs
 from mtlx_core.prune.latency import LatencySettings
 from mtlx_core.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_run, read_json, run_dir, safe_torch_load
 from mtlx_core.store.codec import state_hash
@@ -143,9 +143,3 @@ def imported_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, 
         rows["task_metrics"] += metric_rows(f"trivial:{config['dataset']}", metrics["baselines"], tasks)
     return rows
 
-
-def metric_rows(model_id: str, metrics: dict[str, dict[str, float]], tasks: dict[str, Task]) -> list[dict]:
-    return [{"model_id": model_id, "task": t, "metric": m, "value": float(v),
-             "higher_is_better": tasks[t].higher_is_better.get(m), "split": "val",
-             "is_primary": m == tasks[t].primary_metric}
-            for t, ms in metrics.items() if t in tasks for m, v in ms.items()]

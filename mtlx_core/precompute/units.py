@@ -154,13 +154,14 @@ def model_rows(arm: ArmSpec, run_id: str, models_dir: Path, tasks: dict[str, Tas
            "config": json.dumps(config, sort_keys=True), "seed": int(config.get("seed", train["seed"])),
            "code_version": config.get("code_version", code_version()),
            **model_costs(model, input_shape, device, latency)}
-    rows = {"models": [row], "task_metrics": _metric_rows(run_id, metrics["metrics"], tasks)}
+    rows = {"models": [row], "task_metrics": metric_rows(run_id, metrics["metrics"], tasks)}
     if not pruning and "baselines" in metrics:
-        rows["task_metrics"] += _metric_rows(f"trivial:{config['dataset']}", metrics["baselines"], tasks)
+        rows["task_metrics"] += metric_rows(f"trivial:{config['dataset']}", metrics["baselines"], tasks)
     return rows
 
 
-def _metric_rows(model_id: str, metrics: dict[str, dict[str, float]], tasks: dict[str, Task]) -> list[dict]:
+def metric_rows(model_id: str, metrics: dict[str, dict[str, float]], tasks: dict[str, Task]) -> list[dict]:
+    """``task_metrics`` rows of one model's (or the trivial predictor's) validation metrics."""
     return [{"model_id": model_id, "task": t, "metric": m, "value": float(v),
              "higher_is_better": tasks[t].higher_is_better.get(m), "split": "val",
              "is_primary": m == tasks[t].primary_metric}
