@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every network the machine is on, without authentication)")
     p.add_argument("--threads", type=int, help="torch CPU threads for precompute (default: torch's)")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
-                   help="demo (default: the three arms of Table 1, about a quarter of an hour on 2 CPU cores) or "
-                        "smoke (two tiny arms in a minute)")
+                   help="demo (default: the three arms of Table 1, 20-30 minutes on 2 CPU cores, the first arm "
+                        "after about 5) or smoke (two tiny arms in a minute)")
     p.add_argument("--no-app", action="store_true", help="only build the store, in the foreground")
     add_plugin_argument(p)  # passed on to precompute and the app
     return p
