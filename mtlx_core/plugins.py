@@ -240,15 +240,22 @@ def _lookup_miss() -> None:
         load_plugins(entry_points=True, env=True)
 
 
+def _entry(registry: Mapping[str, Any], kind: str, name: str) -> Any:
+    """``registry[name]`` after the built-ins (and, on a miss, the plugins) are loaded; the error lists every
+    registered ``kind`` and where it came from."""
+    _ensure_builtins()
+    if name not in registry:
+        _lookup_miss()
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {_listing(registry)}. "
+                         f"For a {kind} of a plugin, {HOW_TO_LOAD}")
+    return registry[name]
+
+
 def get_model_entry(name: str) -> ModelEntry:
     """The registered model ``name``; the error lists every registered model and where it came from."""
-    _ensure_builtins()
-    if name not in _MODELS:
-        _lookup_miss()
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {_listing(_MODELS)}. "
-                         f"For a model of a plugin, {HOW_TO_LOAD}")
-    return _MODELS[name]
+    entry: ModelEntry = _entry(_MODELS, "model", name)
+    return entry
 
 
 def model_names() -> list[str]:
@@ -259,13 +266,8 @@ def model_names() -> list[str]:
 
 def get_task_entry(name: str) -> TaskEntry:
     """The registered task ``name``; the error lists every registered task and where it came from."""
-    _ensure_builtins()
-    if name not in _TASKS:
-        _lookup_miss()
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {_listing(_TASKS)}. "
-                         f"For a task of a plugin, {HOW_TO_LOAD}")
-    return _TASKS[name]
+    entry: TaskEntry = _entry(_TASKS, "task", name)
+    return entry
 
 
 def task_names() -> list[str]:

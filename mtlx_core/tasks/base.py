@@ -88,7 +88,8 @@ class Task(ABC):
     def derive_target(self, labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The target of one sample from its stored labels ``{source: tensor}`` (``segmentation`` ``(H, W)``
         long, ``depth`` ``(1, H, W)``, ``normals`` ``(3, H, W)``); only called for a task with ``sources``."""
-        raise NotImplementedError(f"{type(self).__name__} declares no target derivation")
+        raise NotImplementedError(f"task {type(self).__name__} declares sources {self.sources} but does not override "
+                                  "derive_target(labels) to compute its target from them")
 
     @property
     @abstractmethod
