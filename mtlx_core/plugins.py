@@ -276,6 +276,11 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
+def loaded_plugins() -> list[str]:
+    """What ``load_plugins`` imported in this process (modules and entry points), for worker processes."""
+    return list(_LOADED)
+
+
 def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--plugin MODULE`` (repeatable) to a CLI; call ``load_plugins(args.plugin)`` after parsing."""
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from _smoke import smoke_args
 
 
 @pytest.fixture
@@ -15,3 +17,20 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One uninterrupted smoke run (in-process, 1 thread, the local executor): the reference store of the precompute
+    tests (``test_precompute``, ``test_precompute_ray``)."""
+    from mtlx_core.precompute.__main__ import main
+
+    root = tmp_path_factory.mktemp("precompute")
+    paths = {"root": root, "data": root / "synth_smoke", "store": root / "ref" / "study.duckdb",
+             "models": root / "ref" / "models"}
+    threads = torch.get_num_threads()
+    try:
+        assert main(smoke_args(paths["store"], paths["models"], paths["data"])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return paths

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from _smoke import smoke_args
 
 from mtlx_core.explain.similarity import map_similarity
 from mtlx_core.precompute import get_study_preset, run_precompute
@@ -38,22 +38,13 @@ CODE_VERSION = re.compile(r"\d+\.\d+\.\d+(\+g[0-9a-f]+(\.dirty)?)?")
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One uninterrupted smoke run (in-process, 1 thread): the reference store of this module."""
-    root = tmp_path_factory.mktemp("precompute")
-    paths = {"root": root, "data": root / "synth_smoke", "store": root / "ref" / "study.duckdb",
-             "models": root / "ref" / "models"}
-    threads = torch.get_num_threads()
-    try:
-        assert main(_args(paths["store"], paths["models"], paths["data"])) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return paths
+def shared(smoke_reference: dict[str, Path]) -> dict[str, Path]:
+    """The reference smoke store (``conftest.smoke_reference``)."""
+    return smoke_reference
 
 
 def _args(store: Path, models: Path, data: Path) -> list[str]:
-    return ["--preset", "smoke", "--store", str(store), "--models-dir", str(models), "--data", str(data),
-            "--threads", "1", "--no-progress", "--publish-every", "1"]
+    return smoke_args(store, models, data)
 
 
 def _query(store: Path, sql: str) -> list[tuple]:

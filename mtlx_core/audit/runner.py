@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,15 @@ from tqdm import tqdm
 
 from mtlx_core.data.dataset import MTLDataset
 from mtlx_core.data.layout import DatasetSpec
+from mtlx_core.explain.target_draw import TargetDraw
 from mtlx_core.models.surgery import count_macs, count_params
+from mtlx_core.precompute.jobs import explain_job, images_job, targets_job
 from mtlx_core.precompute.plan import Clock
+from mtlx_core.precompute.planner import draw_key
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings, StudyPreset
+from mtlx_core.precompute.reads import dense_maps, stored_superpixels, wanted_targets
 from mtlx_core.precompute.runner import Runner
-from mtlx_core.precompute.units import arm_row, images_unit, make_batches, metric_rows, model_costs
+from mtlx_core.precompute.units import DenseMaps, arm_row, make_batches, metric_rows, model_costs
 from mtlx_core.prune.latency import LatencySettings
 from mtlx_core.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_run, read_json, run_dir, safe_torch_load
 from mtlx_core.store.codec import state_hash
@@ -75,9 +80,17 @@ class ImportedRunner(Runner):
     def _check_data(self) -> None:
         """Nothing to check here: ``audit.checks`` checked the data before the store was opened."""
 
-    def _run_arm(self, pos: int, arm: ArmSpec, phase: str) -> None:
-        if phase != "primary":  # no controls, no ablation layers
-            return
+    def _work(self, t0: float) -> None:
+        """The imported arm, in process: images, the imported runs' rows, the dense model's targets, then every
+        model's explanations (the same job functions as a study's units)."""
+        for pos, arm in self.arms:
+            self._run_arm(pos, arm)
+            self.w.set_meta({"arms_complete": json.dumps([arm.arm_id])})
+            self._publish()
+            self.result.published_at[arm.arm_id] = time.monotonic() - t0
+            logger.info("arm %s complete and published after %.0f s", arm.arm_id, time.monotonic() - t0)
+
+    def _run_arm(self, pos: int, arm: ArmSpec) -> None:
         g = self.given
         # one audit per store: a store of another dense checkpoint is refused (StoreConflictError)
         self.w.ensure_meta({"audit": json.dumps({"arm_id": arm.arm_id, "dense": g.dense_id}, sort_keys=True)})
@@ -86,12 +99,12 @@ class ImportedRunner(Runner):
         s = self.settings
         batches = make_batches(val, self.n_images, s.batch_images, s.slic, s.seed, s.image_sample)
         input_shape = tuple(batches[0].images.shape[1:])
+        env = self.env()
         for b in batches:
             uid = f"images:{b.key}"
             if not self._is_done(uid):
-                t = Clock()
-                self._commit(UnitRows(uid, "images", images_unit(b, g.spec.name, s.slic), arm.arm_id, None,
-                                      {"indices": b.indices, "image_ids": b.image_ids}, *t.spent()))
+                for unit in images_job(env, uid, arm.arm_id, b, g.spec.name, s.slic):
+                    self._commit(unit)
         tasks = build_tasks(g.spec, tasks_list)
         for run_id in (g.dense_id, *g.pruned_ids):
             uid = f"import:{arm.arm_id}:{run_id}"
@@ -106,13 +119,31 @@ class ImportedRunner(Runner):
                                   {"source": config["imported"]["path"], "sha256": config["imported"]["sha256"],
                                    "level": config["sparsity"]["level"]}, *t.spent()))
         arch = str(load_run(g.dense_id, self.models_dir).config["architecture"]["arch"])
-        self._draw_targets(arm, g.spec, g.dense_id, arch, tasks_list, batches)
+        task_k = tuple((t, s.targets_for(arch, t, arm.arm_id)) for t in tasks_list)
+        draw = TargetDraw(s.max_targets, s.seed, tuple(x for x in task_k if x[1] != s.max_targets))
+        ids = [i for b in batches for i in b.image_ids]
+        uid = f"targets:{g.dense_id}:{draw_key(ids, draw)}"
+        if not self._is_done(uid):
+            for unit in targets_job(env, uid, arm.arm_id, g.dense_id, g.spec.name, s, batches, draw):
+                self._commit(unit)
         bar = tqdm(total=(1 + len(g.pruned_ids)) * len(batches), desc=f"audit {arm.arm_id} explain", unit="batch",
                    disable=not self.progress, dynamic_ncols=True)
         try:
-            self._explain_model(arm, g.spec, g.dense_id, None, batches, bar, [])
-            for run_id in g.pruned_ids:
-                self._explain_model(arm, g.spec, run_id, g.dense_id, batches, bar, [])
+            for run_id in (g.dense_id, *g.pruned_ids):
+                dense = None if run_id == g.dense_id else g.dense_id
+                sha = self.w.con.execute("SELECT checkpoint_sha256 FROM models WHERE model_id = ?",
+                                         [run_id]).fetchone()
+                for b in batches:
+                    uid = f"explain:{run_id}:{b.key}"
+                    if not self._is_done(uid):
+                        con = self.w.con
+                        maps = DenseMaps(dense, dense_maps(con, dense, b, self.done)) if dense else None
+                        wanted = wanted_targets(con, g.dense_id, b) if s.limits_targets() else None
+                        for unit in explain_job(env, uid, arm.arm_id, run_id, g.spec.name, s, b,
+                                                stored_superpixels(con, b, self.skey, s.slic), self.skey, wanted,
+                                                maps, ("gradcam",), sha[0] if sha else None):
+                            self._commit(unit)
+                    bar.update(1)
         finally:
             bar.close()
 

@@ -20,6 +20,14 @@ from mtlx_core.data.dataset import DatasetError
 from mtlx_core.explain.explainers import EXPLAINERS, explainer_names
 from mtlx_core.faithfulness.registry import METRICS, metric_names
 from mtlx_core.plugins import add_plugin_argument, load_cli_plugins
+from mtlx_core.precompute.executors import (
+    EXECUTORS,
+    GPU_KINDS,
+    RAY_HINT,
+    ExecutorSettings,
+    UnitsFailedError,
+    parse_shares,
+)
 from mtlx_core.precompute.presets import STUDY_PRESETS, describe, get_study_preset
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError
 from mtlx_core.store.errors import StoreError
@@ -78,6 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--publish-every", type=float, help="seconds between snapshots (besides every arm)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    g = p.add_argument_group("executor (docs/cluster.md)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (default): every unit in this process, one after the other; ray: the same units as "
+                        'Ray tasks, this process the only writer of the store (pip install "mtlx[ray]")')
+    g.add_argument("--address", help="ray: connect to this cluster (auto, or HOST:PORT); default: start a local "
+                                     "Ray instance with --workers CPUs")
+    g.add_argument("--workers", type=int, help="ray without --address: CPUs of the local Ray instance, i.e. units "
+                                               "at once on a CPU-only machine (default: the machine's cores)")
+    g.add_argument("--gpus", nargs="+", default=[], metavar="KIND=SHARE",
+                   help="ray: GPUs per unit kind (" + ", ".join(GPU_KINDS) + "), fractions pack several units on "
+                        "one GPU, e.g. train=1 prune=1 explain=0.25 (default: 1 when the cluster has GPUs); with "
+                        "--plan, a bare number N plans for N GPUs")
+    g.add_argument("--cpus", nargs="+", default=[], metavar="KIND=N", help="ray: CPUs per unit kind (default 1)")
+    g.add_argument("--retries", type=int, default=3,
+                   help="ray: times a unit whose worker died is retried (default 3); training and pruning resume "
+                        "from their checkpoints")
+    g.add_argument("--plan", action="store_true",
+                   help="print the unit DAG, its critical path and the predicted wall time on --gpus N GPUs (several "
+                        "numbers: each), with and without packing, from the --store's measured unit times when it "
+                        "exists, else estimated; computes nothing")
+    g.add_argument("--plan-device", choices=("gpu", "cpu"), default="gpu",
+                   help="--plan without a store: estimate unit times for this device class (default gpu)")
     add_plugin_argument(p)
     return p
 
@@ -108,12 +138,34 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        counts = [int(v) for v in args.gpus if v.isdigit()]
+        shares = parse_shares([v for v in args.gpus if not v.isdigit()], "--gpus")
+        if args.plan:
+            from mtlx_core.precompute.plan_mode import plan_report
+
+            sys.stdout.write(plan_report(preset, counts or [1], shares, store, args.images, args.seeds,
+                                         args.arm or None, args.plan_device) + "\n")
+            return 0
+        if counts:
+            raise ValueError(f"--gpus {counts[0]}: a GPU count is for --plan; the ray executor takes KIND=SHARE "
+                             "(e.g. train=1 explain=0.25) and uses the cluster's GPUs")
+        executor = ExecutorSettings(args.executor, args.address, args.workers, shares,
+                                    parse_shares(args.cpus, "--cpus"), args.retries)
         from mtlx_core.precompute.runner import run_precompute
 
         run_precompute(preset, store, args.models_dir, device=args.device, images=args.images,
                        data=parse_data(args.data), progress=not args.no_progress,
-                       publish_every_s=args.publish_every, arms=args.arm or None, seeds=args.seeds)
+                       publish_every_s=args.publish_every, arms=args.arm or None, seeds=args.seeds,
+                       executor=executor, threads=args.threads)
+    except UnitsFailedError as exc:
+        logger.error("%s", exc)
+        return 3
     except (DatasetError, RunError, StoreError, StoreConflictError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except RuntimeError as exc:
+        if str(exc) != RAY_HINT:
+            raise
         logger.error("%s", exc)
         return 2
     sys.stdout.write(f"{store}\n")

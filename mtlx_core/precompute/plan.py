@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mtlx_core.data.dataset import DatasetError
+from mtlx_core.data.manifest import DATA_HINTS as DATA_HINTS  # re-exported: defined with the data layer
 from mtlx_core.models.layers import layer_labels
 from mtlx_core.precompute.presets import ArmSpec, StudyPreset
 from mtlx_core.train import TrainConfig, resolve_config
-
-DATA_HINTS = {"nyuv2": "python -m mtlx_core.data convert-nyuv2 --manifest frames.csv --out {root}",
-              "cityscapes": "python -m mtlx_core.data convert-cityscapes --root /path/to/cityscapes --out {root}"}
 
 
 class Clock:
@@ -42,7 +40,8 @@ def arm_config(arm: ArmSpec, data: dict[str, str], device: str, seed_offset: int
     """The arm's dense training configuration; ``seed_offset`` k > 0: the replicate trained with the preset's
     seed + k (``--seeds``)."""
     base = resolve_config(arm.train_preset, **arm.train_overrides)
-    root = data.get(base.dataset, data.get("*"))
+    # no --data: the arm's own folder (its overrides' data_root, e.g. smoke's tiny rooms), not its preset's
+    root = data.get(base.dataset, data.get("*")) or base.data_root
     seed = {"seed": base.seed + seed_offset} if seed_offset else {}
     return resolve_config(arm.train_preset, **{**arm.train_overrides, "data_root": root, "device": device, **seed})
 

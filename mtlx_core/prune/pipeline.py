@@ -161,10 +161,19 @@ def parent_config(parent_id: str, models_dir: str | Path, data_root: str | None)
 
 def finetune_plan(m: PruningMethod, parent_id: str, variant: str | None, preset: str | None,
                   finetune_iterations: int | None, models_dir: str | Path, data_root: str | None,
-                  device: str | None) -> tuple[TrainConfig, str | None, PrunePreset, TrainConfig]:
+                  device: str | None, given: TrainConfig | None = None
+                  ) -> tuple[TrainConfig, str | None, PrunePreset, TrainConfig]:
     """The parent's config, the variant, the prune preset and the fine-tuning config of ``m`` on ``parent_id``
-    (shared by pruned runs and their training-budget controls, ``mtlx_core.prune.control``)."""
-    parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
+    (shared by pruned runs and their training-budget controls, ``mtlx_core.prune.control``). ``given``: the
+    parent's training config, used while the parent is not trained yet by a method that never reads its weights
+    (static DiSparse: precompute does not wait for the dense model)."""
+    if given is not None and not m.needs_parent_weights(variant) and not is_complete(run_dir(parent_id, models_dir)):
+        if given.run_id() != parent_id:
+            raise RunError(f"the given parent config has run id {given.run_id()!r}, not {parent_id!r}")
+        parent_cfg = given if data_root is None else dataclasses.replace(given, data_root=str(data_root))
+        arch = parent_cfg.arch
+    else:
+        parent_cfg, arch = parent_config(parent_id, models_dir, data_root)
     if not m.supports(arch):
         raise ValueError(f"method {m.name!r} does not support architecture {arch!r}; supported: "
                          f"{', '.join(m.architectures)} and plugin models")
@@ -177,11 +186,13 @@ def finetune_plan(m: PruningMethod, parent_id: str, variant: str | None, preset:
 def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | None = None,
               finetune_iterations: int | None = None, preset: str | None = None,
               models_dir: str | Path = DEFAULT_MODELS_DIR, device: str | None = None, data_root: str | None = None,
-              progress: bool = False) -> TrainResult:
-    """Prune run ``parent_id`` with ``method`` at ``sparsity`` and fine-tune it; returns the new run."""
+              progress: bool = False, parent_config: TrainConfig | None = None) -> TrainResult:
+    """Prune run ``parent_id`` with ``method`` at ``sparsity`` and fine-tune it; returns the new run.
+    ``parent_config``: the parent's training config, for methods that do not read the parent's weights while
+    the parent is still training (``finetune_plan``)."""
     m = check_request(method, sparsity, variant)
     parent_cfg, variant, p, ft = finetune_plan(m, parent_id, variant, preset, finetune_iterations, models_dir,
-                                               data_root, device)
+                                               data_root, device, parent_config)
     root_id = parent_id
     previous = m.previous_level(sparsity)
     if previous is not None:

@@ -6,8 +6,10 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from mtlx_core.data.manifest import dataset_manifest, holds_synth_request, synth_identity
 from mtlx_core.data.synth import GENERATOR_VERSION
 
 #: Network Slimming sparsity-training modes (D23; ``mtlx_core.prune.netslim``)
@@ -79,15 +81,38 @@ class TrainConfig:
             raise ValueError(f"unknown training config keys {sorted(unknown)}; valid keys: {sorted(known)}")
         return cls(**{**d, "tasks": tuple(d["tasks"])})
 
+    def data_identity(self) -> dict[str, Any]:
+        """What identifies the training data in the fingerprint, wherever it is mounted (``data_root`` is not).
+
+        - synthetic configurations (``synth`` set) whose folder is the preset's cache (``synth_cache``, checked
+          against the request when the data is prepared), does not exist yet (it is generated from ``synth``) or
+          holds what the generator writes for ``synth`` (its ``meta.json``): the request and the generator version
+          (``mtlx_core.data.manifest.synth_identity``); only the preset's cache needs no file IO;
+        - every other dataset, also a synthetic folder used as it is: the manifest hash of the folder
+          (``mtlx_core.data.manifest.dataset_manifest``: relative paths and sizes of the split files, cached
+          in-process). The data must exist: a missing folder is a ``DatasetError`` naming it and the command that
+          converts the data, which is what training would raise (real data is never generated).
+        """
+        if self.synth is not None and (self.data_root == synth_cache(self.synth) or not Path(self.data_root).exists()
+                                       or holds_synth_request(self.data_root, self.synth)):
+            return synth_identity(self.synth)
+        return {"manifest": dataset_manifest(self.data_root, self.dataset)}
+
     def fingerprint(self) -> str:
         """Hash of what changes the trained weights (device, eval and checkpoint cadence excluded).
+
+        The data enters as its name (``dataset``) and ``data_identity()``, not as ``data_root``: the same data
+        mounted elsewhere gives the same run id, so a machine that mounts it at another path reuses the run
+        folders. Ids written before this rule hashed ``data_root``; such folders stay loadable by their stored id
+        but are not found again by a new training or precompute, which trains afresh.
 
         Fields added after runs were first stored (``LATE_FIELDS``) are hashed only when they differ from their
         default, so the run ids of configurations that do not use them stay what they were.
         """
         d = self.to_dict()
-        for k in ("device", "eval_every", "checkpoint_every", "num_workers"):
+        for k in ("device", "eval_every", "checkpoint_every", "num_workers", "data_root"):
             d.pop(k)
+        d["data"] = self.data_identity()
         for k, default in LATE_FIELDS.items():
             if d[k] == default:
                 d.pop(k)

@@ -1,0 +1,288 @@
+"""Precompute's executors: run the planner's nodes, in its priority order, as far as the resources allow.
+
+``local`` (default) runs each job in the driver's process, one at a time: the sequential run, unit for unit.
+``ray`` runs the same job functions as Ray tasks (``pip install "mtlx[ray]"``) on a local Ray instance started
+with ``--workers`` CPUs, or on an existing cluster (``--address``). The driver stays the only writer of the store:
+it resolves each ready node (store reads), submits its job with the node kind's resources (``--gpus``,
+``--cpus``), keeps in flight only what the cluster can run, and commits each result as it arrives. A worker that
+dies is retried by Ray (``--retries``; training and pruning resume from their run folder's checkpoint); a job that
+raises is reported with its traceback and its dependents are skipped (:class:`UnitsFailedError` at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtlx_core.precompute.jobs import Env, Job, run_job
+from mtlx_core.precompute.planner import Node, Prepared
+from mtlx_core.store.writer import UnitRows
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+#: node kinds that may use a GPU (images and the seeds' noise floor are CPU work or store reads)
+GPU_KINDS = ("train", "prune", "control", "targets", "explain", "layer", "sanity")
+KINDS = ("images", *GPU_KINDS)
+REFRESH_S = 10.0  # seconds between two reads of the cluster's resources
+RAY_HINT = 'the ray executor needs Ray: pip install "mtlx[ray]" (or pip install "ray>=2.9")'
+
+
+class UnitsFailedError(RuntimeError):
+    """Some units raised: their tracebacks were logged, their dependents skipped; a rerun resumes."""
+
+    def __init__(self, failed: dict[str, str], skipped: list[str]) -> None:
+        self.failed, self.skipped = failed, skipped
+        super().__init__(f"{len(failed)} unit(s) failed ({', '.join(failed)}); {len(skipped)} dependent node(s) "
+                         f"skipped; fix the cause and run the same command again to resume")
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How to run the nodes: ``local`` or ``ray`` (address, workers, per-kind GPU and CPU shares, retries)."""
+
+    executor: str = "local"
+    address: str | None = None
+    workers: int | None = None
+    gpus: dict[str, float] = field(default_factory=dict)
+    cpus: dict[str, float] = field(default_factory=dict)
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
+        for what, shares, kinds in (("--gpus", self.gpus, GPU_KINDS), ("--cpus", self.cpus, KINDS)):
+            for kind, v in shares.items():
+                if kind not in kinds:
+                    raise ValueError(f"{what}: unknown unit kind {kind!r}; valid: {', '.join(kinds)}")
+                if v < 0 or (what == "--gpus" and v > 1 and v != int(v)):
+                    raise ValueError(f"{what} {kind}={v:g}: a share must be >= 0 (fractions of one GPU, or whole "
+                                     "GPUs)")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        if self.retries < 0:
+            raise ValueError(f"--retries must be >= 0, got {self.retries}")
+        if self.executor == "local" and (self.address or self.workers or self.gpus or self.cpus):
+            raise ValueError("--address, --workers, --gpus KIND=SHARE and --cpus apply to --executor ray")
+
+
+def parse_shares(values: list[str], what: str) -> dict[str, float]:
+    """``KIND=SHARE`` tokens (``train=1 explain=0.25``)."""
+    out: dict[str, float] = {}
+    for v in values:
+        kind, sep, share = v.partition("=")
+        try:
+            out[kind] = float(share)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"{what}: expected KIND=SHARE (e.g. explain=0.25), got {v!r}")
+    return out
+
+
+class Backend:
+    """Runs jobs; ``poll`` returns finished ``(node key, rows or None, error text or None)``."""
+
+    def fits(self, kind: str) -> bool:
+        raise NotImplementedError
+
+    def submit(self, node: Node, job: Job) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+
+
+class LocalBackend(Backend):
+    """In-process, one job at a time; a job's exception propagates (the sequential run's behaviour)."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.done: list[tuple[str, list[UnitRows] | None, str | None]] = []
+
+    def fits(self, kind: str) -> bool:
+        return not self.done
+
+    def submit(self, node: Node, job: Job) -> None:
+        self.done.append((node.key, run_job(job, self.env), None))
+
+    def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
+        out, self.done = self.done, []
+        return out
+
+
+def _ray_job(job: Job, env: Env) -> list[UnitRows]:
+    return run_job(job, env)
+
+
+class RayBackend(Backend):
+    def __init__(self, env: Env, settings: ExecutorSettings) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError(RAY_HINT) from exc
+        self.ray, self.env, self.s = ray, env, settings
+        self.started = False
+        if not ray.is_initialized():
+            package_root = str(Path(__file__).resolve().parents[2])
+            env_vars = {"PYTHONPATH": os.pathsep.join([package_root, *sys.path[1:2], os.environ.get("PYTHONPATH", "")])}
+            if os.environ.get("MTLX_PLUGINS"):
+                env_vars["MTLX_PLUGINS"] = os.environ["MTLX_PLUGINS"]
+            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+            if settings.address:
+                ray.init(address=settings.address, **kwargs)
+            else:
+                ray.init(num_cpus=settings.workers or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+            self.started = True
+        self.used = {"CPU": 0.0, "GPU": 0.0}
+        self.total: dict[str, float] = {}
+        self.checked = 0.0
+        self._refresh()
+        logger.info("ray cluster: %g CPUs, %g GPUs", self.total["CPU"], self.total["GPU"])
+        self.remote = ray.remote(_ray_job)
+        self.running: dict[Any, tuple[str, float, float]] = {}  # ref -> node key, cpus, gpus
+
+    def _refresh(self) -> None:
+        """The cluster's resources, re-read every ``REFRESH_S`` (nodes that join later get units too)."""
+        if self.total and time.monotonic() - self.checked < REFRESH_S:
+            return
+        res = self.ray.cluster_resources()
+        total = {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
+        if self.total and total != self.total:
+            logger.info("ray cluster now: %g CPUs, %g GPUs", total["CPU"], total["GPU"])
+        self.total, self.checked = total, time.monotonic()
+
+    @property
+    def free(self) -> dict[str, float]:
+        return {k: self.total[k] - self.used[k] for k in self.total}
+
+    def need(self, kind: str) -> tuple[float, float]:
+        gpus = self.s.gpus.get(kind, 1.0 if self.total["GPU"] and kind in GPU_KINDS else 0.0)
+        return self.s.cpus.get(kind, 1.0), gpus
+
+    def fits(self, kind: str) -> bool:
+        self._refresh()
+        cpus, gpus = self.need(kind)
+        if cpus > self.total["CPU"] or gpus > self.total["GPU"]:
+            raise ValueError(f"a {kind} unit needs {cpus:g} CPUs and {gpus:g} GPUs; the cluster has "
+                             f"{self.total['CPU']:g} CPUs and {self.total['GPU']:g} GPUs (--cpus / --gpus)")
+        return cpus <= self.free["CPU"] + 1e-9 and gpus <= self.free["GPU"] + 1e-9
+
+    def submit(self, node: Node, job: Job) -> None:
+        cpus, gpus = self.need(node.kind)
+        env = self.env if self.env.threads else Env(**{**self.env.__dict__, "threads": max(1, int(cpus))})
+        ref = self.remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=self.s.retries,
+                                  retry_exceptions=False, name=f"mtlx:{node.kind}").remote(job, env)
+        self.running[ref] = (node.key, cpus, gpus)
+        self.used["CPU"] += cpus
+        self.used["GPU"] += gpus
+
+    def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
+        if not self.running:
+            return []
+        ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=REFRESH_S)
+        if not ready:  # nothing finished: let the caller look again (more nodes may have joined)
+            return []
+        ready += self.ray.wait([r for r in self.running if r not in ready], num_returns=len(self.running) - 1,
+                               timeout=0)[0] if len(self.running) > 1 else []
+        out: list[tuple[str, list[UnitRows] | None, str | None]] = []
+        for ref in ready:
+            key, cpus, gpus = self.running.pop(ref)
+            self.used["CPU"] -= cpus
+            self.used["GPU"] -= gpus
+            try:
+                out.append((key, self.ray.get(ref), None))
+            except self.ray.exceptions.RayError as exc:  # the job raised, or its worker died past the retries
+                out.append((key, None, str(exc)))
+        return out
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_backend(settings: ExecutorSettings, env: Env) -> Backend:
+    return LocalBackend(env) if settings.executor == "local" else RayBackend(env, settings)
+
+
+def execute(order: list[Node], resolve: Callable[[Node], Prepared | None], backend: Backend,
+            commit: Callable[[UnitRows], None], finished: Callable[[Node], None], raise_first: bool) -> None:
+    """Run ``order``'s nodes: each ready node (deps finished) is resolved and submitted in priority order while
+    the backend has room and no running node holds one of its claims; ``finished(node)`` after each node (run or
+    found in the journal). A failed node's dependents are skipped; ``UnitsFailedError`` at the end."""
+    pending = list(order)
+    by_key = {n.key: n for n in order}
+    state: dict[str, str] = {}  # node key -> done | failed | skipped
+    running: dict[str, Prepared] = {}
+    failed: dict[str, str] = {}
+    skipped: list[str] = []
+    prepared: dict[str, Prepared] = {}
+    while pending or running:
+        progressed = False
+        held = set().union(*(p.claims for p in running.values())) if running else set()
+        still: list[Node] = []
+        for node in pending:
+            deps = [state.get(d) for d in node.deps]
+            if any(d in ("failed", "skipped") for d in deps):
+                state[node.key] = "skipped"
+                skipped.append(node.key)
+                finished(node)
+                progressed = True
+                continue
+            if any(d != "done" for d in deps) or not backend.fits(node.kind):
+                still.append(node)
+                continue
+            if node.key not in prepared:
+                prep = resolve(node)
+                if prep is None:
+                    state[node.key] = "done"
+                    finished(node)
+                    progressed = True
+                    continue
+                prepared[node.key] = prep
+            prep = prepared[node.key]
+            if prep.claims & held:
+                still.append(node)
+                continue
+            if prep.local is not None:  # a driver-side unit: store reads only
+                for unit in prep.local():
+                    commit(unit)
+                state[node.key] = "done"
+                finished(node)
+                progressed = True
+                continue
+            assert prep.job is not None
+            running[node.key] = prep
+            held |= prep.claims
+            backend.submit(node, prep.job)
+            progressed = True
+        pending = still
+        for key, rows, error in backend.poll():
+            node_prep = running.pop(key)
+            del prepared[key]
+            node = by_key[key]
+            if error is not None:
+                if raise_first:
+                    raise RuntimeError(error)
+                logger.error("unit %s failed:\n%s", ", ".join(node_prep.uids), error)
+                state[key] = failed[key] = "failed"
+                failed[key] = error
+            else:
+                for unit in rows or []:
+                    commit(unit)
+                state[key] = "done"
+            finished(node)
+            progressed = True
+        if not progressed and not running and pending:
+            raise RuntimeError(f"no node can start: {pending[0].key} waits for {pending[0].deps}")
+    if failed:
+        raise UnitsFailedError(failed, skipped)
