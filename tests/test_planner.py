@@ -10,8 +10,8 @@ import pytest
 
 from mtlx_core.precompute.executors import Backend, UnitsFailedError, execute
 from mtlx_core.precompute.jobs import Job
+from mtlx_core.precompute.nodes import Node, Prepared
 from mtlx_core.precompute.plan_mode import plan_nodes
-from mtlx_core.precompute.planner import Node, Prepared
 from mtlx_core.precompute.presets import get_study_preset
 from mtlx_core.precompute.schedule import PlanNode
 from mtlx_core.store.writer import UnitRows

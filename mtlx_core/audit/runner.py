@@ -28,8 +28,8 @@ from mtlx_core.data.layout import DatasetSpec
 from mtlx_core.explain.target_draw import TargetDraw
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.precompute.jobs import explain_job, images_job, targets_job
+from mtlx_core.precompute.nodes import draw_key
 from mtlx_core.precompute.plan import Clock
-from mtlx_core.precompute.planner import draw_key
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings, StudyPreset
 from mtlx_core.precompute.reads import dense_maps, stored_superpixels, wanted_targets
 from mtlx_core.precompute.runner import Runner

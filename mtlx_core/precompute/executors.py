@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlx_core.precompute.jobs import Env, Job, run_job
-from mtlx_core.precompute.planner import Node, Prepared
+from mtlx_core.precompute.nodes import Node, Prepared
 from mtlx_core.store.writer import UnitRows
 
 logger = logging.getLogger(__name__)

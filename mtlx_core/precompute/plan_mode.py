@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mtlx_core.precompute.costs import CostModel, explain_facts
-from mtlx_core.precompute.planner import Node, StudyPlanner
+from mtlx_core.precompute.nodes import Node
+from mtlx_core.precompute.planner import StudyPlanner
 from mtlx_core.precompute.presets import StudyPreset
 from mtlx_core.precompute.schedule import PACKING_SHARES, PlanNode, format_plan
 

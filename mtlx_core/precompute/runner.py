@@ -28,8 +28,9 @@ from mtlx_core.plugins import loaded_plugins
 from mtlx_core.precompute.executors import ExecutorSettings, execute, make_backend
 from mtlx_core.precompute.faith_rows import metric_sets
 from mtlx_core.precompute.jobs import Env
+from mtlx_core.precompute.nodes import Node
 from mtlx_core.precompute.plan import PrecomputeResult, arm_config, check_data, check_layers
-from mtlx_core.precompute.planner import Node, StudyPlanner
+from mtlx_core.precompute.planner import StudyPlanner
 from mtlx_core.precompute.presets import StudyPreset
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import slic_key
