@@ -88,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = p.add_argument_group("executor (docs/cluster.md)")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local (default): every unit in this process, one after the other; ray: the same units as "
-                        'Ray tasks, this process the only writer of the store (pip install "mtlx[ray]")')
+                   help="local (default): every unit in this process, one after the other; processes: the same units "
+                        "in --workers processes of this machine (one torch thread each unless --threads); ray: as "
+                        'Ray tasks (pip install "mtlx[ray]"); this process is always the only writer of the store')
     g.add_argument("--address", help="ray: connect to this cluster (auto, or HOST:PORT); default: start a local "
                                      "Ray instance with --workers CPUs")
-    g.add_argument("--workers", type=int, help="ray without --address: CPUs of the local Ray instance, i.e. units "
-                                               "at once on a CPU-only machine (default: the machine's cores)")
+    g.add_argument("--workers", type=int, help="processes: worker processes; ray without --address: CPUs of the local "
+                                               "Ray instance, i.e. units at once on a CPU-only machine (default: the "
+                                               "machine's cores)")
     g.add_argument("--gpus", nargs="+", default=[], metavar="KIND=SHARE",
                    help="ray: GPUs per unit kind (" + ", ".join(GPU_KINDS) + "), fractions pack several units on "
                         "one GPU, e.g. train=1 prune=1 explain=0.25 (default: 1 when the cluster has GPUs); with "

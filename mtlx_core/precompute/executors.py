@@ -1,6 +1,7 @@
 """Precompute's executors: run the planner's nodes, in its priority order, as far as the resources allow.
 
 ``local`` (default) runs each job in the driver's process, one at a time: the sequential run, unit for unit.
+``processes`` runs them in ``--workers`` spawned processes of this machine (the standard library's process pool).
 ``ray`` runs the same job functions as Ray tasks (``pip install "mtlx[ray]"``) on a local Ray instance started
 with ``--workers`` CPUs, or on an existing cluster (``--address``). The driver stays the only writer of the store:
 it resolves each ready node (store reads), submits its job with the node kind's resources (``--gpus``,
@@ -26,7 +27,7 @@ from mtlx_core.store.writer import UnitRows
 
 logger = logging.getLogger(__name__)
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "processes", "ray")
 #: node kinds that may use a GPU (images and the seeds' noise floor are CPU work or store reads)
 GPU_KINDS = ("train", "prune", "control", "targets", "explain", "layer", "sanity")
 KINDS = ("images", *GPU_KINDS)
@@ -69,7 +70,11 @@ class ExecutorSettings:
         if self.retries < 0:
             raise ValueError(f"--retries must be >= 0, got {self.retries}")
         if self.executor == "local" and (self.address or self.workers or self.gpus or self.cpus):
-            raise ValueError("--address, --workers, --gpus KIND=SHARE and --cpus apply to --executor ray")
+            raise ValueError("--address, --workers, --gpus KIND=SHARE and --cpus apply to --executor ray "
+                             "(--workers also to --executor processes)")
+        if self.executor == "processes" and (self.address or self.gpus or self.cpus):
+            raise ValueError("--address, --gpus KIND=SHARE and --cpus apply to --executor ray; --executor processes "
+                             "takes --workers")
 
 
 def parse_shares(values: list[str], what: str) -> dict[str, float]:
@@ -118,6 +123,47 @@ class LocalBackend(Backend):
     def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
         out, self.done = self.done, []
         return out
+
+
+class ProcessBackend(Backend):
+    """``--workers`` processes of this machine (the standard library's process pool, spawned: no Ray needed), one
+    job each at a time, ``--threads`` torch threads per process (default 1). A job's exception is reported like
+    Ray's; a worker that dies breaks the pool: its units are reported as failed and a rerun resumes them."""
+
+    def __init__(self, env: Env, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.env = env if env.threads else Env(**{**env.__dict__, "threads": 1})
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.running: dict[Any, str] = {}  # future -> node key
+        logger.info("process pool: %d workers, %d torch thread(s) each", workers, self.env.threads)
+
+    def fits(self, kind: str) -> bool:
+        return len(self.running) < self.workers
+
+    def submit(self, node: Node, job: Job) -> None:
+        self.running[self.pool.submit(run_job, job, self.env)] = node.key
+
+    def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
+        import traceback
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        if not self.running:
+            return []
+        done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        out: list[tuple[str, list[UnitRows] | None, str | None]] = []
+        for fut in done:
+            key = self.running.pop(fut)
+            try:
+                out.append((key, fut.result(), None))
+            except Exception as exc:  # the job raised (its traceback), or the pool broke
+                out.append((key, None, "".join(traceback.format_exception(exc))))
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray_job(job: Job, env: Env) -> list[UnitRows]:
@@ -211,7 +257,11 @@ class RayBackend(Backend):
 
 
 def make_backend(settings: ExecutorSettings, env: Env) -> Backend:
-    return LocalBackend(env) if settings.executor == "local" else RayBackend(env, settings)
+    if settings.executor == "local":
+        return LocalBackend(env)
+    if settings.executor == "processes":
+        return ProcessBackend(env, settings.workers or os.cpu_count() or 1)
+    return RayBackend(env, settings)
 
 
 def execute(order: list[Node], resolve: Callable[[Node], Prepared | None], backend: Backend,

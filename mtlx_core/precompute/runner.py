@@ -105,7 +105,7 @@ class Runner:
         return False
 
     def env(self) -> Env:
-        """How jobs run: in this process (local) or in Ray workers (no progress bars there)."""
+        """How jobs run: in this process (local) or in worker processes (no progress bars there)."""
         local = self.executor.executor == "local"
         return Env(self.models_dir, self.device, None if local else self.threads, tuple(loaded_plugins()),
                    self.progress and local, self.preset.latency)

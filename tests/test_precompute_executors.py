@@ -1,5 +1,6 @@
-"""``--executor ray`` on a local Ray instance started by the run itself (``--workers 2``): the same store as the
-sequential run (store fingerprint), a SIGKILLed worker retried, a SIGKILLed driver resumed from the journal.
+"""``--executor processes`` and ``--executor ray`` (a local Ray instance started by the run itself), 2 workers: the
+same store as the sequential run (store fingerprint); on Ray a SIGKILLed worker is retried and a SIGKILLed driver
+resumes from the journal.
 
 Every process a test starts is found by PID (the run's process tree, read from /proc) and only those are killed.
 """
@@ -7,6 +8,7 @@ Every process a test starts is found by PID (the run's process tree, read from /
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -21,7 +23,8 @@ from _smoke import smoke_args
 from mtlx_core.precompute.executors import ExecutorSettings, parse_shares
 from mtlx_core.store.fingerprint import store_fingerprint
 
-pytest.importorskip("ray", reason="the ray executor's tests need Ray (pip install 'mtlx[ray]')")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="the ray executor's tests need Ray (pip install 'mtlx[ray]')")
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = ["--executor", "ray", "--workers", "2"]
@@ -62,8 +65,8 @@ def _kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _start(store: Path, models: Path, data: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mtlx_core.precompute", *smoke_args(store, models, data), *RAY]
+def _start(store: Path, models: Path, data: Path, log: Path, executor: list[str] = RAY) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mtlx_core.precompute", *smoke_args(store, models, data), *executor]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -89,6 +92,16 @@ def _same_store(store: Path, reference: Path) -> None:
     assert store_fingerprint(store) == store_fingerprint(reference)
 
 
+def test_two_worker_processes_build_the_sequential_store(smoke_reference: dict[str, Path], tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    proc = _start(tmp_path / "s.duckdb", tmp_path / "m", smoke_reference["data"], log,
+                  ["--executor", "processes", "--workers", "2"])
+    _finish(proc, log)
+    _same_store(tmp_path / "s.duckdb", smoke_reference["store"])
+    assert "process pool: 2 workers, 1 torch thread(s) each" in log.read_text()
+
+
+@needs_ray
 def test_ray_with_two_workers_builds_the_sequential_store(smoke_reference: dict[str, Path], tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     proc = _start(tmp_path / "s.duckdb", tmp_path / "m", smoke_reference["data"], log)
@@ -97,6 +110,7 @@ def test_ray_with_two_workers_builds_the_sequential_store(smoke_reference: dict[
     assert "ray cluster: 2 CPUs" in log.read_text()
 
 
+@needs_ray
 def test_a_sigkilled_worker_is_retried_and_the_store_is_the_sequential_one(smoke_reference: dict[str, Path],
                                                                           tmp_path: Path) -> None:
     store, log = tmp_path / "s.duckdb", tmp_path / "log.txt"
@@ -118,6 +132,7 @@ def test_a_sigkilled_worker_is_retried_and_the_store_is_the_sequential_one(smoke
     _same_store(store, smoke_reference["store"])
 
 
+@needs_ray
 @pytest.mark.slow  # two smoke runs on Ray (about 4 min on 2 cores)
 def test_a_sigkilled_driver_resumes_from_the_journal(smoke_reference: dict[str, Path], tmp_path: Path) -> None:
     store, models, log = tmp_path / "s.duckdb", tmp_path / "m", tmp_path / "log.txt"
@@ -142,6 +157,8 @@ def test_executor_settings_reject_bad_shares_and_local_only_options() -> None:
         ExecutorSettings("ray", gpus={"explian": 0.5})
     with pytest.raises(ValueError, match="apply to --executor ray"):
         ExecutorSettings("local", workers=2)
+    with pytest.raises(ValueError, match="--executor processes takes --workers"):
+        ExecutorSettings("processes", gpus={"explain": 0.5})
     with pytest.raises(ValueError, match="expected KIND=SHARE"):
         parse_shares(["explain:0.5"], "--gpus")
     assert parse_shares(["train=1", "explain=0.25"], "--gpus") == {"train": 1.0, "explain": 0.25}
