@@ -13,6 +13,7 @@ with ``time.perf_counter``; its output goes to ``run.log`` next to its store. Mo
 - ``sequential``: ``--threads 2`` with the default executor, ``local`` (today's in-process run);
 - ``ray1``: ``--executor ray --workers 1 --threads 2`` (Ray's cost on the same work, one unit at a time);
 - ``ray2``: ``--executor ray --workers 2 --threads 1`` (two units at once on the same two cores);
+- ``proc2``: ``--executor processes --workers 2 --threads 1`` (the same without Ray: a process pool);
 - ``shares`` (``--device cuda`` only): one Ray run per ``--explain-shares`` value S with
   ``--gpus <--gpus> explain=S`` and ``--workers --share-workers``, S = 0.25 packing four explain units on a GPU.
 
@@ -56,7 +57,7 @@ import duckdb
 
 logger = logging.getLogger("precompute_scaling")
 
-MODES = ("sequential", "ray1", "ray2", "shares")
+MODES = ("sequential", "ray1", "ray2", "proc2", "shares")
 #: Ray modes on the same two cores: workers, torch threads per unit
 RAY_RUNS: dict[str, tuple[int, int]] = {"ray1": (1, 2), "ray2": (2, 1)}
 #: unit kinds the Ray executor can give GPUs to (images and seed_similarity are CPU-only)
@@ -151,6 +152,9 @@ def plan_runs(modes: list[str], device: str, gpus: dict[str, float], explain_sha
         if mode == "sequential":
             # the default executor (local); left implicit so that this mode also runs on a precompute without Ray
             runs.append(RunSpec(f"{i}-sequential", mode, 1, ("--threads", "2")))
+        elif mode == "proc2":  # the standard library's process pool: two processes, one thread each
+            runs.append(RunSpec(f"{i}-{mode}", mode, 2, ("--executor", "processes", "--workers", "2", "--threads",
+                                                         "1")))
         elif mode in RAY_RUNS:
             n, threads = RAY_RUNS[mode]
             runs.append(RunSpec(f"{i}-{mode}", mode, n, ("--executor", "ray", "--workers", str(n), "--threads",
@@ -267,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="smoke", help="precompute preset (default smoke)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--images", type=int, help="validation images per arm (default: the preset's)")
     p.add_argument("--modes", default=None, help=f"comma-separated, from {', '.join(MODES)} (default: "
                    "sequential,ray1,ray2; with --device cuda also shares)")
     p.add_argument("--explain-shares", nargs="+", type=float, default=[1.0, 0.5, 0.25], metavar="S",
@@ -314,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     runs = plan_runs(modes, args.device, gpus, args.explain_shares, args.share_workers)
-    common = ["--preset", args.preset, "--device", args.device, *prepare_data(args.preset, args.data)]
+    common = ["--preset", args.preset, "--device", args.device, *prepare_data(args.preset, args.data),
+              *(["--images", str(args.images)] if args.images else [])]
     root = args.keep or Path(tempfile.mkdtemp(prefix="precompute_scaling_"))
     results: list[RunResult] = []
     try:
