@@ -184,7 +184,7 @@ class RayBackend(Backend):
             if os.environ.get("MTLX_PLUGINS"):
                 env_vars["MTLX_PLUGINS"] = os.environ["MTLX_PLUGINS"]
             kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
-            if settings.address:
+            if settings.address or os.environ.get("RAY_ADDRESS"):  # an existing cluster (RAY_ADDRESS: Ray Jobs)
                 ray.init(address=settings.address, **kwargs)
             else:
                 ray.init(num_cpus=settings.workers or os.cpu_count() or 1, include_dashboard=False, **kwargs)
