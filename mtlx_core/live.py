@@ -5,15 +5,16 @@ Public API::
     lm = load_store_model(record, store_path)      # record: query.model_record(...); -> LiveModel
     x = to_input(img.array, working_size(img.height, img.width, lm.spec))
     res = explain_image(lm, x, "segmentation")      # -> LiveResult: .prediction, .maps {target_id: Explanation}
+    res = explain_image(lm, x, "segmentation", explainer="gradcampp")  # any of LIVE_EXPLAINERS
     sp = compute_superpixels(x[0])                  # re-exported from mtlx_core.explain.superpixels
-    curves = irof_target(lm, x, res.maps[tid], sp)  # {"gradcam": IrofResult, "random": ..., "reversed": ...}
+    curves = irof_target(lm, x, res.maps[tid], sp)  # {"gradcampp": IrofResult, "random": ..., "reversed": ...}
 
     # any stored curve of any curve metric (settings: query.settings_of(store, metric, variant))
     images = perturbed_steps("deletion", settings, image, saliency, ordering="morf", points=[0, 2])
     step_map, steps = perturbation_steps("irof", settings, image, None, seed=3, superpixels=labels,
                                          ordering="random")
 
-Everything here is the library's own Grad-CAM (``explain.gradcam.explain``), superpixels, IROF (``explain.irof``)
+Everything here is the library's own explainers (``explain.explainers``), superpixels, IROF (``explain.irof``)
 and faithfulness metrics (``faithfulness.registry``: each metric's ``plan``, drawn by
 ``faithfulness.engine.perturbed_image``); this module only chooses inputs and shapes outputs. It also re-exports
 ``compute_superpixels`` and ``RunError``, so that the pages import nothing else of ``mtlx_core``.
@@ -36,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlx_core.data.layout import DatasetSpec, get_dataset_spec
+from mtlx_core.explain.explainers import EXPLAINERS, get_explainer
 from mtlx_core.explain.fastforward import FastForward, ForwardSettings
-from mtlx_core.explain.gradcam import Explanation, explain
+from mtlx_core.explain.gradcam import Explanation
 from mtlx_core.explain.irof import IrofResult, IrofSettings, irof
 from mtlx_core.explain.superpixels import SlicSettings, Superpixels
 from mtlx_core.explain.superpixels import compute_superpixels as compute_superpixels  # re-exported for the pages
@@ -53,8 +55,9 @@ from mtlx_core.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
-#: IROF orderings as the store names them: the explanation's own and the two sanity baselines (D21)
-ORDERINGS: dict[str, str] = {"gradcam": "saliency", "random": "random", "reversed": "reversed"}
+#: the explainers the Live page offers (every registered one, Grad-CAM first) and the slow ones among them on a CPU
+LIVE_EXPLAINERS: tuple[str, ...] = tuple(EXPLAINERS)
+SLOW_EXPLAINERS: tuple[str, ...] = ("scorecam", "integrated_gradients")  # K masked forwards; n_steps per target
 SIZE_MULTIPLE = 32  # SegNet-MTAN pools five times; DeepLab is fine with any multiple of 8
 
 
@@ -163,7 +166,7 @@ def to_input(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class LiveResult:
-    """Grad-CAM of every target of one task on one image, and the model's clean prediction."""
+    """One explainer's maps of every target of one task on one image, and the model's clean prediction."""
 
     task: str
     prediction: np.ndarray  # display form: labels (H, W), depth (H, W) or normals (H, W, 3)
@@ -180,28 +183,37 @@ def display_prediction(task: str, pred: torch.Tensor) -> np.ndarray:
     return ((p.permute(1, 2, 0) + 1.0) / 2.0).clamp(0, 1).numpy()
 
 
-def explain_image(lm: LiveModel, x: torch.Tensor, task: str, layer: str | None = None) -> LiveResult:
-    """Every target's Grad-CAM (one forward, one batched backward) and the prediction of that same forward."""
+def explain_image(lm: LiveModel, x: torch.Tensor, task: str, layer: str | None = None,
+                  explainer: str = "gradcam") -> LiveResult:
+    """Every target's map by ``explainer`` (a registered name; the gradient CAMs from one forward and one batched
+    backward) at the store's layer for the task (``layer`` overrides it), and the prediction of the explainer's
+    first (clean) forward, whose prediction also gives the targets (D12-D15)."""
     if task not in lm.tasks:
         raise ValueError(f"model {lm.model_id} has no task {task!r}; its tasks: {', '.join(lm.tasks)}")
-    outputs: list[dict[str, torch.Tensor]] = []
+    method = get_explainer(explainer)  # an unknown name raises with the valid ones
+
+    def first_output(_m: nn.Module, _i: object, out: dict[str, torch.Tensor]) -> None:
+        if not outputs:  # the clean forward; later ones (Score-CAM's masks, IG's path) are not kept
+            outputs.append(out[task].detach())
+
+    outputs: list[torch.Tensor] = []
     with lm.lock:
-        handle = lm.model.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        handle = lm.model.register_forward_hook(first_output)
         try:
-            exps = explain(lm.model, x, lm.tasks[task], layer or lm.task_layers.get(task) or lm.layer or None)
+            exps = method.explain(lm.model, x, lm.tasks[task], layer or lm.task_layers.get(task) or lm.layer or None)
         finally:
             handle.remove()
-    return LiveResult(task, display_prediction(task, outputs[0][task][0]), {e.target_id: e for e in exps})
+    return LiveResult(task, display_prediction(task, outputs[0][0]), {e.target_id: e for e in exps})
 
 
 def irof_target(lm: LiveModel, x: torch.Tensor, explanation: Explanation, superpixels: Superpixels,
                 settings: IrofSettings | None = None) -> dict[str, IrofResult]:
-    """IROF of one explanation and its random / reversed baselines, keyed like the store's saliency methods."""
+    """IROF of one explanation and its random / reversed baselines, keyed like the store's saliency methods: the
+    explanation's explainer (``gradcam``, ``gradcampp``, ...), ``random`` and ``reversed``."""
     settings = settings or IrofSettings()
     with lm.lock:
         results = irof(lm.model, x, [explanation], [superpixels], lm.tasks, settings, lm.fast_forward(settings))
-    names = {v: k for k, v in ORDERINGS.items()}
-    return {names[r.ordering]: r for r in results}
+    return {(explanation.saliency_method if r.ordering == "saliency" else r.ordering): r for r in results}
 
 
 # --- perturbation steps of any stored curve metric ----------------------------------------------------------

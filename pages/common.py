@@ -25,11 +25,15 @@ def explainer_label(name: str) -> str:
     return EXPLAINER_LABELS.get(name, name)
 
 
-def pick_explainer(store: query.Store, model_ids: Sequence[str] | None, key: str, container: Any = st) -> str:
-    """Explainer selector among the explainers stored for the models (Grad-CAM first and the default); a store
-    with Grad-CAM alone shows no selector. The caption says which models lack an explainer (a preset may run the
-    extra explainers on a sub-grid: the dense models and the first pruned level of each arm)."""
-    ex = q(store, "explainers", None if model_ids is None else list(model_ids))
+def pick_explainer(store: query.Store, model_ids: Sequence[str] | None, key: str, container: Any = st,
+                   target: tuple[str, str, int] | None = None, layer: str | None = None) -> str:
+    """Explainer selector among the explainers stored for the models (Grad-CAM first and the default); with
+    ``target`` (image id, task, target id) only those with a map of that target, at ``layer`` (a stored label;
+    ``None``: the primary layer). A store with Grad-CAM alone shows no selector. The caption says which models lack
+    an explainer (a preset may run the extra explainers on a sub-grid: the dense models and the first pruned level
+    of each arm)."""
+    ids = None if model_ids is None else list(model_ids)
+    ex = q(store, "explainers", ids, *(target or (None, None, None)), layer)
     names = ex["explainer"].tolist() or ["gradcam"]
     if key in st.session_state and st.session_state[key] not in names:
         del st.session_state[key]

@@ -91,8 +91,8 @@ def difference(diff: np.ndarray, title: str, height: int = 220) -> go.Figure:
 
 def irof_curves(curves: pd.DataFrame, labels: Mapping[str, str], colours: Mapping[str, str],
                 height: int = 380) -> go.Figure:
-    """The Live page's IROF curves (``live.irof_target``): colour = model, line style = Grad-CAM (solid) /
-    random (dash) / reversed (dot)."""
+    """The Live page's IROF curves (``live.irof_target``): colour = model, line style = the explainer's map
+    (solid) / random (dash) / reversed (dot)."""
     fig = go.Figure()
     for r in curves.itertuples():
         if len(r.curve) == 0:
@@ -100,7 +100,7 @@ def irof_curves(curves: pd.DataFrame, labels: Mapping[str, str], colours: Mappin
         name = f"{labels.get(r.model_id, r.model_id)} · {r.saliency_method} (AOC {r.aoc:.2f})"
         fig.add_trace(go.Scatter(x=np.arange(1, len(r.curve) + 1), y=r.curve, mode="lines", name=name,
                                  line={"color": colours.get(r.model_id), "dash": DASH.get(r.saliency_method, "solid"),
-                                           "width": 2.5 if r.saliency_method == "gradcam" else 1.5}))
+                                           "width": 1.5 if r.saliency_method in ("random", "reversed") else 2.5}))
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="segments removed",
                       yaxis_title="score / clean score", legend={"font": {"size": 11}})
     return fig

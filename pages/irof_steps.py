@@ -12,10 +12,12 @@ from pages import figures
 from pages.common import (
     ORDERING_LABELS,
     TASK_LABELS,
+    explainer_label,
     keep_in_url,
     metric_label,
     metric_note,
     pick_arm,
+    pick_explainer,
     pick_image,
     pick_layer,
     pick_metric,
@@ -41,11 +43,12 @@ def step_order(metric: str, settings: dict[str, Any], image: np.ndarray, salienc
 st.title("Perturbation steps")
 st.caption("A perturbation metric changes the image step after step (the most relevant pixels or segments "
            "first, the least relevant first, or in a random order) and its curve is the task score of each "
-           "perturbed image over the clean score. Pick a stored curve and walk through the images it scored.")
+           "perturbed image over the clean score. Pick a stored curve (of any stored explainer's map) and walk "
+           "through the images it scored.")
 # the selection lives in the URL (a view can be shared)
 URL_KEYS = (
     "st_arm", "st_model", "st_task", "st_layer", "st_metric", "st_variant", "st_order", "st_image",
-    "st_target", "st_k",
+    "st_target", "st_explainer", "st_k",
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
@@ -65,13 +68,16 @@ with c4:
 name = metric_label(metric)
 image_id = pick_image(store, [model_id], "st_image")
 target_id, target_name = pick_target(store, image_id, task, [model_id], "st_target")
+# the explainers with a map of this target at this layer (the layer ablation is Grad-CAM's): no selector for one
+explainer = pick_explainer(store, [model_id], "st_explainer", c3, (image_id, task, target_id), layer)
+ex_name = explainer_label(explainer)
 
-curves = q(store, "faithfulness_curves", [model_id], image_id, task, target_id, metric, variant, layer)
+curves = q(store, "faithfulness_curves", [model_id], image_id, task, target_id, metric, variant, layer, explainer)
 ok = curves[(curves["status"] == "ok") & (curves["curve"].map(lambda c: c is not None and len(c) > 0))]
 orderings = [o for o in ORDERING_LABELS if o in set(ok["ordering"])]
 if not orderings:
     why = ", ".join(sorted({f"{o}: {s}" for o, s in zip(curves["ordering"], curves["status"], strict=True)}))
-    st.info(f"No {name} curve (`{variant}`) is stored for this model, target and layer"
+    st.info(f"No {name} curve (`{variant}`) of {ex_name} is stored for this model, target and layer"
             + (f" ({why}: e.g. an all-zero map has no order)." if why else "."))
     st.stop()
 if st.session_state.get("st_order") not in orderings:
@@ -100,7 +106,7 @@ else:
     j = 0
 image = q(store, "image", image_id)
 saliency = None if ordering == "random" else q(store, "saliency_maps", [model_id], image_id, task, target_id,
-                                                   layer).get(model_id)
+                                                   layer, explainer).get(model_id)
 try:
     labels = q(store, "superpixels", image_id)
 except KeyError:
@@ -140,7 +146,7 @@ elif mean is not None:
 names = {**ORDERING_LABELS, "random": "random (this replicate)" if ordering == "random" else
          f"random (mean of {mean[2] if mean else 0})"}
 right.plotly_chart(figures.curve_position(shown, (float(xs[j]), float(curve[j])), names, height), key="st_curve")
-st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, Grad-CAM layer {layer_label}, "
+st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, {ex_name} at layer {layer_label}, "
            f"{ORDERING_LABELS[ordering]}. The perturbed image is rebuilt from the stored 8-bit image, map and "
            "superpixels with the metric's own plan and the engine's perturbation code, so it is what the metric "
            "scored up to the 8-bit rounding of the image.")

@@ -1,4 +1,5 @@
-"""Live: Grad-CAM and IROF of a dense and a pruned model of the store on an uploaded (or bundled) image."""
+"""Live: any registered explainer's maps and IROF of a dense and a pruned model of the store on an uploaded (or
+bundled) image."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import streamlit as st
 import torch
 
 from mtlx_core.live import (
+    LIVE_EXPLAINERS,
+    SLOW_EXPLAINERS,
     LiveModel,
     RunError,
     compute_superpixels,
@@ -29,7 +32,7 @@ from mtlx_core.uploads import (
     load_image_bytes,
 )
 from pages import figures
-from pages.common import TASK_LABELS, class_names, pick_arm, q, sparsity_label, store_or_stop
+from pages.common import TASK_LABELS, class_names, explainer_label, pick_arm, q, sparsity_label, store_or_stop
 
 MAX_ORIGINAL_PIXELS = 2_000_000  # "original" resolution above this falls back to the training scale
 
@@ -84,11 +87,18 @@ pruned_ids = [m for m in label_of if m != dense_id]
 if not pruned_ids:
     st.info("This arm has no pruned model yet.")
     st.stop()
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 pruned_id = c1.selectbox("Pruned model", pruned_ids, format_func=label_of.get, key="lv_pruned")
 task = c2.selectbox("Task", [t for t in TASK_LABELS if t in list(arm["tasks"])], format_func=TASK_LABELS.get,
                     key="lv_task")
-scale = c3.radio("Resolution", ["model", "original"], horizontal=True, key="lv_scale",
+slow = " and ".join(explainer_label(n) for n in SLOW_EXPLAINERS)
+explainer = c3.selectbox("Explainer", LIVE_EXPLAINERS, format_func=explainer_label, key="lv_explainer",
+                         help="Every registered explainer, on the same targets and at the same layer as the stored "
+                              "study. The gradient CAMs take one forward and one backward per model; " + slow
+                              + " are slower (Score-CAM forwards one masked copy of the image per channel it masks, "
+                                "Integrated Gradients one per path step and target): seconds to minutes on a CPU.")
+ex_name = explainer_label(explainer)
+scale = c4.radio("Resolution", ["model", "original"], horizontal=True, key="lv_scale",
                  format_func=lambda s: {"model": "training scale (fast)", "original": "original (slow)"}[s])
 
 settings = q(store, "explain_settings")
@@ -109,23 +119,23 @@ if scale == "original" and img.height * img.width > MAX_ORIGINAL_PIXELS:
 size = working_size(img.height, img.width, models[dense_id].spec, scale)
 x = to_input(img.array, size)
 digest = hashlib.sha1(img.array.tobytes()).hexdigest()[:16]
-key = (digest, dense_id, pruned_id, task, size)
+key = (digest, dense_id, pruned_id, task, size, explainer)
 cache = st.session_state.setdefault("lv_results", {})
 if key not in cache:
-    with st.spinner("Computing Grad-CAM …"):
+    with st.spinner(f"Computing {ex_name} …"):
         results, seconds = {}, {}
         for m, lm in models.items():
             t0 = time.perf_counter()
             try:
-                results[m] = explain_image(lm, x, task)
+                results[m] = explain_image(lm, x, task, explainer=explainer)
             except (RuntimeError, ValueError) as exc:  # e.g. out of memory at the original resolution
-                st.error(f"**Grad-CAM failed for the {label_of[m]} model.** {exc}")
+                st.error(f"**{ex_name} failed for the {label_of[m]} model.** {exc}")
                 st.stop()
             seconds[m] = time.perf_counter() - t0
     cache.clear()
     cache[key] = (results, seconds)
 results, seconds = cache[key]
-st.caption(f"{img.name}: {img.width} × {img.height} px, explained at {size[1]} × {size[0]}. Grad-CAM took "
+st.caption(f"{img.name}: {img.width} × {img.height} px, explained at {size[1]} × {size[0]}. {ex_name} took "
            + ", ".join(f"{seconds[m]:.2f} s ({label_of[m]})" for m in models) + ".")
 
 names = {tid: e.target_name for r in results.values() for tid, e in r.maps.items()}
@@ -152,7 +162,7 @@ for col, m in zip(cols, models, strict=True):
 
 st.subheader("IROF on this image")
 irof_key = (*key, target_id)
-if st.button("Run IROF (Grad-CAM and the random / reversed baselines)", key="lv_irof"):
+if st.button(f"Run IROF ({ex_name} and the random / reversed baselines)", key="lv_irof"):
     bar = st.progress(0.0, text="SLIC superpixels …")
     sp = compute_superpixels(x[0], slic)
     rows = []

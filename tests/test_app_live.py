@@ -1,4 +1,4 @@
-"""The Live page's logic (mtlx_core.live): model loading from the store, input sizing, Grad-CAM, IROF, and the
+"""The Live page's logic (mtlx_core.live): model loading from the store, input sizing, every explainer, IROF, and the
 perturbed images of stored curves (the Perturbation steps page)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from _app_store import smoke_store_path
 
 from mtlx_core.data.layout import get_dataset_spec
+from mtlx_core.explain.explainers import EXPLAINERS, get_explainer
 from mtlx_core.explain.fastforward import ForwardSettings
 from mtlx_core.explain.irof import IrofSettings
 from mtlx_core.explain.superpixels import SlicSettings, compute_superpixels
@@ -174,3 +175,35 @@ def test_perturbed_images_reproduce_the_stored_curves_through_the_model(record: 
                                          ids, opts).numpy()
         assert c0 == pytest.approx(r.clean_score, rel=1e-5)
         np.testing.assert_allclose(scores / c0, r.curve, atol=3e-3, err_msg=f"{r.metric} {r.ordering}")
+
+
+@pytest.mark.parametrize("name", list(EXPLAINERS))
+def test_explain_image_with_an_explainer_equals_calling_it_directly_at_the_stores_layer(
+        record: dict, name: str, one_thread: None) -> None:
+    """The Live page's maps of each registered explainer are that explainer's own, on the targets of the clean
+    prediction and at the layer the store explained the task at."""
+    store = query.open_store(smoke_store_path())
+    lm = load_store_model(record, smoke_store_path(), settings=query.explain_settings(store))
+    task = next(iter(lm.tasks))
+    (layer,) = store.rows("SELECT DISTINCT layer FROM explanations WHERE model_id = ? AND task = ? "
+                          "AND explainer = 'gradcam' AND layer_role = 'primary'", [record["model_id"], task])[0]
+    x = to_input(np.random.default_rng(4).random((32, 64, 3)).astype(np.float32), (32, 64))
+    res = explain_image(lm, x, task, explainer=name)
+    direct = {e.target_id: e for e in get_explainer(name).explain(lm.model, x, lm.tasks[task], layer)}
+    with torch.no_grad():
+        expected = {t.target_id for t in lm.tasks[task].explanation_targets(lm.model(x)[task][0])}
+    assert set(res.maps) == set(direct) == expected
+    for tid, e in res.maps.items():
+        assert e.saliency_method == name
+        assert e.layer == direct[tid].layer
+        assert float(np.abs(e.map_input - direct[tid].map_input).max()) < 1e-6
+
+
+def test_irof_target_keys_the_curve_by_the_maps_explainer(record: dict) -> None:
+    lm = load_store_model(record, smoke_store_path())
+    task = next(iter(lm.tasks))
+    x = to_input(np.random.default_rng(3).random((32, 64, 3)).astype(np.float32), (32, 64))
+    e = next(iter(explain_image(lm, x, task, explainer="hirescam").maps.values()))
+    sp = compute_superpixels(x[0], SlicSettings(n_segments=8))
+    res = irof_target(lm, x, e, sp, IrofSettings(forward=ForwardSettings(trim_tasks=False)))
+    assert set(res) == {"hirescam", "random", "reversed"}

@@ -91,13 +91,23 @@ def saliency_maps(store: Store, model_ids: Sequence[str], image_id: str, task: s
     return {m: decode_array(b).astype(np.float32) for m, b in rows}
 
 
-def explainers(store: Store, model_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Explainers stored at the primary layer (of the given models): ``explainer`` (Grad-CAM first, then by
+def explainers(store: Store, model_ids: Sequence[str] | None = None, image_id: str | None = None,
+               task: str | None = None, target_id: int | None = None, layer: str | None = None) -> pd.DataFrame:
+    """Explainers stored (for the given models; with ``image_id``, ``task``, ``target_id``: those with a map of that
+    target) at the layer with this label (``None``: the primary layer): ``explainer`` (Grad-CAM first, then by
     name), ``n_models`` and ``models`` (the model ids that have it, sorted)."""
-    where = "" if model_ids is None else f"AND model_id IN ({_in(model_ids)})"
+    layer_sql, layer_args = _layer_sql(layer)
+    args: list[Any] = list(layer_args)
+    for column, value in (("image_id", image_id), ("task", task), ("target_id", target_id)):
+        if value is not None:
+            layer_sql += f" AND {column} = ?"
+            args.append(int(value) if column == "target_id" else value)
+    if model_ids is not None:
+        layer_sql += f" AND model_id IN ({_in(model_ids)})"
+        args += list(model_ids)
     return store.df("SELECT explainer, count(DISTINCT model_id) AS n_models, list(DISTINCT model_id ORDER BY model_id) "
-                    f"AS models FROM explanations WHERE layer_role = 'primary' {where} GROUP BY explainer "
-                    "ORDER BY explainer <> 'gradcam', explainer", list(model_ids or []))
+                    f"AS models FROM explanations WHERE true {layer_sql} GROUP BY explainer "
+                    "ORDER BY explainer <> 'gradcam', explainer", args)
 
 
 def predictions(store: Store, model_ids: Sequence[str], image_id: str, task: str) -> dict[str, np.ndarray]:

@@ -16,8 +16,9 @@ Public API::
     images(store); image_png(store, ids); image(store, id); model_images(store, model_id)
     targets(store, image_id, task, model_ids) # the targets explained on one image (id and name)
     layers(store, model_ids)                  # Grad-CAM layers stored: label, role (primary / ablation)
-    saliency_maps(..., layer); predictions(...); superpixels(...); similarity(...)
-    faithfulness_curves(store, ids, image, task, target, metric, variant, layer)  # MoRF, LeRF, random curves
+    explainers(store, ids, image, task, target, layer)  # explainers stored (of one target), Grad-CAM first
+    saliency_maps(..., layer, explainer); predictions(...); superpixels(...); similarity(...)
+    faithfulness_curves(store, ids, image, task, target, metric, variant, layer, explainer)  # MoRF, LeRF, random
     target_draws(store, model_id)             # the dense model's candidate targets and which were drawn
     beats_chance(store, metric, variant)      # dense models: margin over random, interval, paired test, verdict
     margin_by_layer(store, metric, variant)   # the layer ablation: margin over random per model, task, layer
