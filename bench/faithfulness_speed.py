@@ -1,7 +1,7 @@
 """The faithfulness family's engine vs each metric's reference implementation, on the demo SegNet-MTAN.
 
     python bench/faithfulness_speed.py [--run RUN_ID --models-dir D] [--images 8] [--targets N] [--size 64 96]
-                                       [--ref-every 4] [--threads 2] [--metrics irof,deletion,...]
+                                       [--ref-every 4] [--threads 2] [--metrics irof,deletion,...] [--device cuda]
 
 Model: a trained run (``--run``), else an untrained ``build_model("segnet_mtan", ...)`` at the demo width (the
 ``demo_segnet_mtan`` preset: 0.125, the synthetic rooms' classes, depth and normals), seed 0, with BatchNorm
@@ -13,6 +13,8 @@ image; all-zero maps skipped). Each metric (its defaults, study fill for Deletio
 included in IROF's time) and by its reference (``faithfulness.crosscheck``: Quantus 0.6.0, pytorch-grad-cam,
 RISE's loop, one image and map per call, eager model) on the same maps; ``--ref-every k`` runs the reference
 on every k-th map and scales its time by the number of maps. Threads: ``--threads`` (default 2) for both.
+``--device cuda`` runs the model (ours and the reference) on the GPU; the engine's chunks are then sized from the
+GPU's free memory (``mtlx_core.faithfulness.memory``; the chosen chunk per graph is logged).
 Prints per metric: time ours, time reference, speedup, max |score diff|; the last line:
 ``irof=X deletion=X insertion=X road=X region=X faithcorr=X min_speedup=X max_diff=Y forward_efficiency=Z``
 (speedups; ``forward_efficiency`` = rows forwarded / (chunks x chunk capacity) over every metric's engine run).
@@ -22,6 +24,7 @@ Timings on a shared CPU are approximate; note ``uptime``'s load with every figur
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-every", type=int, default=4, help="reference on every k-th map (time scaled; default 4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--metrics", default="irof,deletion,insertion,road,region,pixelflip,faithcorr")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     args = ap.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("mtlx_core.faithfulness.engine").setLevel(logging.INFO)  # the chunk of each graph
     torch.set_num_threads(args.threads)
     size = (int(args.size[0]), int(args.size[1]))
     imgs, source = real_images(size, args.images), "nyuv2-sample/densedepth_examples"
@@ -85,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         imgs, source = (imgs + photos(size) * args.images)[: args.images], "nyuv2 + skimage photos"
     images = torch.stack(imgs)
     model, tasks, what = load_model(args, images)
+    model = model.to(args.device)
+    on_device = images.to(args.device)  # SLIC and the reference's inputs stay on the CPU
     items = []
     for task in tasks.values():
-        exps = [e for e in explain(model, images, task) if not e.is_zero]
+        exps = [e for e in explain(model, on_device, task) if not e.is_zero]
         for i in range(len(images)):
             items += [e for e in exps if e.image_index == i][: args.targets]
-    print(f"model: {what}; images: {len(images)} x {size} from {source}; torch threads {torch.get_num_threads()}; "
+    print(f"model: {what} on {args.device}; images: {len(images)} x {size} from {source}; "
+          f"torch threads {torch.get_num_threads()}; "
           f"{len(items)} Grad-CAM maps {({t: sum(e.task == t for e in items) for t in tasks})}")
     fwd = FastForward(model, ForwardSettings())
     for graph in [*tasks, ALL_TASKS]:  # trace every graph before timing anything
-        fwd(graph, images[:2])
+        fwd(graph, on_device[:2])
     family = FamilySettings(orderings=("morf",))
     speed: dict[str, float] = {}
     diffs: dict[str, float] = {}
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(model, tasks, EngineSettings(), forward=fwd)
         t0 = time.perf_counter()
         sps = [compute_superpixels(img) for img in images] if metric.uses_superpixels else None
-        results = evaluate(model, images, items, tasks, [metric], family, sps, engine)
+        results = evaluate(model, on_device, items, tasks, [metric], family, sps, engine)
         t_ours = time.perf_counter() - t0
         rows, capacity = rows + engine.stats.rows, capacity + engine.stats.capacity
         ok = [r for r in results if r.status == "ok"]

@@ -1,7 +1,7 @@
 """IROF engine vs Quantus 0.6.0 on the demo-size SegNet-MTAN, every Grad-CAM target of the three tasks.
 
     python bench/irof_speed.py [--preset demo_segnet_mtan] [--images 8] [--size H W] [--width W]
-                               [--quantus-fraction 1.0] [--threads 0] [--also-folded]
+                               [--quantus-fraction 1.0] [--threads 0] [--also-folded] [--device cuda]
 
 The model is the preset's architecture, width and tasks (default ``demo_segnet_mtan``: SegNet-MTAN with the
 synthetic rooms' 7 classes, depth and normals), randomly initialised (seed 0) with BatchNorm statistics
@@ -10,13 +10,16 @@ noise). Images: the NYUv2 frames of the shared sample (scikit-image photos if ab
 image size (``--size``/``--width`` override). Both sides score the same Grad-CAM maps (all-zero maps skipped)
 with the same model. Ours is timed cold (SLIC, graph tracing and everything else included) and warm (prepared forwards).
 ``forward_efficiency`` = perturbed images forwarded per second during the warm IROF run divided by the raw
-throughput of the same prepared forwards (best batch size per task, weighted by the task mix), both measured
-in this run. With ``--quantus-fraction f < 1`` Quantus runs on every (1/f)-th request and its time is scaled
-by the number of perturbed images. The engine's default forwards have batch-1 numerics (every row
-bit-identical to the eager model on one image, as Quantus runs it; see ``mtlx_core.explain.fastforward``).
+throughput of the same prepared forwards (best batch size per graph: each task's and the all-tasks one, weighted by
+the mix of forwarded images), both measured in this run. With ``--quantus-fraction f < 1`` Quantus runs on every
+(1/f)-th request and its time is scaled by the number of perturbed images. The engine's default forwards have
+batch-1 numerics (every row bit-identical to the eager model on one image, as Quantus runs it; see
+``mtlx_core.explain.fastforward``).
 ``--also-folded`` also times the engine with BN folded and channels-last, cheaper forwards whose rounding
 differences max-unpool ties amplify, and reports how far its AOCs are from Quantus'. Timings on a shared CPU
 are approximate; ratios are measured side by side. Note ``uptime``'s load with every figure.
+``--device cuda`` runs the model (ours and Quantus) on the GPU; the engine's chunks are then sized from the GPU's
+free memory (``mtlx_core.faithfulness.memory``; the chosen chunk per graph is logged).
 Threads: both sides run with the same torch thread count, by default torch's own (all cores, what a user
 gets). Quantus forwards one image at a time, which a second core barely speeds up on a small model; the
 engine's batched forwards split each batch over the cores. ``--threads 1`` measures the single-core ratio.
@@ -25,6 +28,7 @@ engine's batched forwards split each batch over the cores. ``--threads 1`` measu
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -40,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _explain_models import photos, real_images  # noqa: E402
 
 from mtlx_core.data.layout import get_dataset_spec  # noqa: E402
-from mtlx_core.explain.fastforward import FastForward, ForwardSettings  # noqa: E402
+from mtlx_core.explain.fastforward import ALL_TASKS, FastForward, ForwardSettings  # noqa: E402
 from mtlx_core.explain.gradcam import explain  # noqa: E402
 from mtlx_core.explain.irof import IrofSettings, irof  # noqa: E402
 from mtlx_core.explain.quantus_ref import quantus_irof  # noqa: E402
@@ -76,13 +80,16 @@ def raw_throughput(fwd: FastForward, task: str, images: torch.Tensor,
                    batch_sizes: tuple[int, ...]) -> tuple[float, float]:
     """Best images/second of ``fwd(task, .)`` over ``batch_sizes``: (wall, CPU time)."""
     best_w = best_c = 0.0
+    sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
     for bs in batch_sizes:
         x = images.repeat((bs + len(images) - 1) // len(images), 1, 1, 1)[:bs].contiguous()
         fwd(task, x)
         reps = max(2, 64 // bs)
+        sync()
         clk = Clock()
         for _ in range(reps):
             fwd(task, x)
+        sync()
         w, c = clk.stop()
         best_w, best_c = max(best_w, bs * reps / w), max(best_c, bs * reps / c)
     return best_w, best_c
@@ -97,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quantus-fraction", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)")
     ap.add_argument("--also-folded", action="store_true", help="also time BN-folded, channels-last forwards")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     args = ap.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("mtlx_core.faithfulness.engine").setLevel(logging.INFO)  # the chunk of each graph
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset)
@@ -117,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg.arch, {t: task.out_channels for t, task in tasks.items()}, width=width,
                         **cfg.arch_kwargs)
     calibrate_bn(model, images)
-    exps = [e for t in tasks.values() for e in explain(model, images, t) if not e.is_zero]
-    print(f"preset {cfg.preset}: {cfg.arch} width {width}; "
+    model = model.to(args.device)
+    on_device = images.to(args.device)  # SLIC and Quantus' inputs stay on the CPU
+    exps = [e for t in tasks.values() for e in explain(model, on_device, t) if not e.is_zero]
+    print(f"preset {cfg.preset}: {cfg.arch} width {width} on {args.device}; "
           f"images: {len(images)} x {size} from {source}; torch threads {torch.get_num_threads()}; "
           f"{len(exps)} non-zero Grad-CAM maps "
           + str({t: sum(e.task == t for e in exps) for t in tasks}))
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     clk = Clock()
     sps = [compute_superpixels(img) for img in images]
     fwd = FastForward(model, settings.forward)
-    ours = irof(model, images, exps, sps, tasks, settings, forward=fwd)
+    ours = irof(model, on_device, exps, sps, tasks, settings, forward=fwd)
     t_cold, c_cold = clk.stop()
     n_rows = sum(r.n_segments for r in ours)
     print(f"ours cold: {t_cold:.1f} s (cpu {c_cold:.1f} s) for {len(ours)} curves, {n_rows} curve points, "
@@ -135,15 +147,16 @@ def main(argv: list[str] | None = None) -> int:
           f"to batch-1 eager forwards: {sorted(k[0] for k, v in fwd.bitwise.items() if v)}")
 
     sizes = (1, 2, 4, 8, 16, 32, 64)
-    raw_before = {t: raw_throughput(fwd, t, images, sizes) for t in tasks}
+    graphs = [*tasks, ALL_TASKS]  # images used by several tasks run the graph of all task outputs
+    raw_before = {t: raw_throughput(fwd, t, on_device, sizes) for t in graphs}
     fwd.n_forwarded.clear()
     clk = Clock()
-    warm = irof(model, images, exps, sps, tasks, settings, forward=fwd)
+    warm = irof(model, on_device, exps, sps, tasks, settings, forward=fwd)
     t_warm, c_warm = clk.stop()
     counts = dict(fwd.n_forwarded)
-    raw_after = {t: raw_throughput(fwd, t, images, sizes) for t in tasks}
-    raw = {t: max(raw_before[t][0], raw_after[t][0]) for t in tasks}
-    raw_cpu = {t: max(raw_before[t][1], raw_after[t][1]) for t in tasks}
+    raw_after = {t: raw_throughput(fwd, t, on_device, sizes) for t in graphs}
+    raw = {t: max(raw_before[t][0], raw_after[t][0]) for t in graphs}
+    raw_cpu = {t: max(raw_before[t][1], raw_after[t][1]) for t in graphs}
     ideal = sum(counts[t] / raw[t] for t in counts)
     ideal_cpu = sum(counts[t] / raw_cpu[t] for t in counts)
     efficiency = ideal / t_warm
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         fold_settings = IrofSettings(baselines=(), forward=ForwardSettings(fold_bn=True, channels_last=True))
         clk = Clock()
         sps_fold = [compute_superpixels(img) for img in images]
-        folded = irof(model, images, exps, sps_fold, tasks, fold_settings)
+        folded = irof(model, on_device, exps, sps_fold, tasks, fold_settings)
         t_folded, _ = clk.stop()
         print(f"ours folded + channels-last cold: {t_folded:.1f} s")
 
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     diffs.sort(reverse=True)
     for task in tasks:
         d = [x for x, t, *_ in diffs if t == task]
+        if not d:  # --quantus-fraction picked none of the task's curves
+            continue
         print(f"  {task:12s} max |aoc diff| {max(d):.2e}  median {np.median(d):.2e}  over {len(d)} targets")
     print(f"quantus: {t_q_run:.1f} s for {len(picked)} of {len(exps)} curves -> {t_q:.1f} s for all "
           f"(cpu {c_q:.1f} s)")

@@ -160,3 +160,14 @@ def test_static_disparse_plans_its_finetuning_from_the_given_config_before_the_p
     with pytest.raises(RunError):  # a method that reads the parent's weights still needs the trained parent
         finetune_plan(get_method("disparse"), parent, "magnitude", None, None, tmp_path / "models", None, "cpu",
                       given=cfg)
+
+
+def test_an_explain_units_gpu_share_sets_its_memory_budget_share_not_the_settings_key(tmp_path: Path) -> None:
+    from mtlx_core.precompute.executors import ExecutorSettings
+    from mtlx_core.precompute.runner import Runner
+
+    r = Runner(get_study_preset("smoke"), tmp_path / "s.duckdb", tmp_path / "m", progress=False,
+               executor=ExecutorSettings("ray", gpus={"explain": 0.25, "train": 1.0}))
+    assert r.job_settings("explain").gpu_share == 0.25
+    assert r.job_settings("explain").key() == r.settings.key()
+    assert r.job_settings("layer") is r.settings  # no share given for layer units: the whole GPU

@@ -42,8 +42,11 @@ class IrofSettings:
     baselines: tuple[str, ...] = BASELINES
     seed: int = 0
     chunk_size: int | None = None  # perturbed images per forward; None: sized to memory_budget_mb
-    memory_budget_mb: int = 1024
+    #: MiB for a chunk's activations; None: from the device (``mtlx_core.faithfulness.memory``: on CUDA the free
+    #: memory x ``gpu_share`` x 0.5, on CPU 1024)
+    memory_budget_mb: int | None = None
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    gpu_share: float = 1.0  # the fraction of the GPU this process may use, in (0, 1]
 
     def __post_init__(self) -> None:
         if self.fill_mode not in FILL_MODES:
@@ -59,7 +62,8 @@ class IrofSettings:
         orderings = ("morf", *(["lerf"] if "reversed" in self.baselines else []),
                      *(["random"] if "random" in self.baselines else []))
         return FamilySettings(orderings=orderings, n_random=1, seed=self.seed, engine=EngineSettings(
-            chunk_size=self.chunk_size, memory_budget_mb=self.memory_budget_mb, forward=self.forward))
+            chunk_size=self.chunk_size, memory_budget_mb=self.memory_budget_mb, forward=self.forward,
+            gpu_share=self.gpu_share))
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,6 +9,7 @@ Public API::
 
 - ``plan``: what a curve is (``CurvePlan``, fills, prefix sharing);
 - ``engine``: ``Engine``: every distinct perturbed image of one image forwarded once, scored for every user;
+- ``memory``: the engine's memory budget per chunk (default: from the device; ``gpu_share`` on a GPU);
 - ``metric``: the metric contract, orderings, statuses, ``FaithResult``;
 - ``evaluate``: ``evaluate``, ``FamilySettings``;
 - one file per metric (``irof``, ``deletion``, ``insertion``, ``road``, ``region``, ``pixelflip``,

@@ -26,6 +26,11 @@ Public API::
     values = engine.run({i: image}, {i: clean}, plans, users, targets)  # {(plan, user): values at plan.steps}
     perturbed_image(image, plan, k)                          # one perturbed image (what the app shows)
     engine.stats                                             # rows forwarded, chunks, chunk capacity
+    engine.budget()                                          # the chunk budget (``memory.Budget``), measured once
+
+Chunks: ``chunk_size`` rows per forward if given, else as many as ``memory_budget_mb`` holds (None: from the
+device, times ``gpu_share`` on a GPU; ``mtlx_core.faithfulness.memory``), at most ``MAX_CHUNK``; the chunk of
+each graph and image size is logged once per engine.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 from torch import nn
 
 from mtlx_core.explain.fastforward import ALL_TASKS, FastForward, ForwardSettings
+from mtlx_core.faithfulness.memory import Budget, check_gpu_share, chunk_cap, memory_budget
 from mtlx_core.faithfulness.plan import CurvePlan, PrefixIndex, fill_image, road_image
 from mtlx_core.tasks.base import DEFAULT_SCORE_OPTIONS, ExplanationTarget, ScoreOptions, Task
 
@@ -53,9 +59,13 @@ class EngineSettings:
     """Knobs that only change speed (``forward`` and ``score`` are recorded with every number)."""
 
     chunk_size: int | None = None  # perturbed images per forward; None: sized to memory_budget_mb
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int | None = None  # MiB for a chunk's activations; None: from the device (``memory``)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     score: ScoreOptions = DEFAULT_SCORE_OPTIONS
+    gpu_share: float = 1.0  # the fraction of the GPU this process may use, in (0, 1] (budget None on CUDA)
+
+    def __post_init__(self) -> None:
+        check_gpu_share(self.gpu_share)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -86,6 +96,7 @@ class Engine:
         self.slices: dict[str, slice] = {}
         self.stats = EngineStats()
         self._caps: dict[tuple[str, tuple[int, ...]], int] = {}
+        self._budget: Budget | None = None
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +114,12 @@ class Engine:
         if missing:
             raise ValueError(f"the model has no output for task(s) {missing}; its outputs: {', '.join(out)}")
 
+    def budget(self) -> Budget:
+        """The chunks' memory budget, measured once per engine on the model's device (``memory_budget``)."""
+        if self._budget is None:
+            self._budget = memory_budget(self.device, self.settings.memory_budget_mb, self.settings.gpu_share)
+        return self._budget
+
     def cap(self, graph: str, x: torch.Tensor) -> int:
         """Rows per forward of ``graph`` for images shaped like ``x`` ``(1, C, H, W)``."""
         if self.settings.chunk_size is not None:
@@ -110,7 +127,11 @@ class Engine:
         key = (graph, tuple(x.shape[1:]))
         if key not in self._caps:
             per = self.fwd.activation_bytes_per_image(graph, x)
-            self._caps[key] = int(min(MAX_CHUNK, max(1, self.settings.memory_budget_mb * 2**20 // per)))
+            budget = self.budget()
+            self._caps[key] = chunk_cap(budget.bytes, per, MAX_CHUNK)
+            logger.info("perturbation forwards of %r at %s on %s: chunk %d (%s; %.1f MiB of activations per "
+                        "image, at most %d)", graph, "x".join(map(str, key[1])), self.device, self._caps[key],
+                        budget.source, per / 2**20, MAX_CHUNK)
         return self._caps[key]
 
     def clean(self, image: torch.Tensor, task_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -89,7 +89,8 @@ class ModelExplainer:
         self.fwd = FastForward(self.model, fwd)
         self.metric_sets = metric_sets(settings)
         self.family = FamilySettings(settings.orderings, settings.n_random, settings.seed,
-                                     EngineSettings(memory_budget_mb=settings.memory_budget_mb, forward=fwd))
+                                     EngineSettings(memory_budget_mb=settings.memory_budget_mb, forward=fwd,
+                                                    gpu_share=settings.gpu_share))
         self.engines = {floor: Engine(self.model, tasks, dataclasses.replace(
             self.family.engine, score=ScoreOptions(floor)), forward=self.fwd) for floor in settings.depth_floors}
 

@@ -92,7 +92,12 @@ class ExplainSettings:
     channels_last: bool = False  # idem
     #: ``tie_safe``: BN folding and channels-last in every graph without max-unpool (DeepLab; ~2.5x faster)
     rounding: str = "exact"
-    memory_budget_mb: int = 1024
+    #: MiB for a chunk of perturbed images' activations; None: from the device (``mtlx_core.faithfulness.memory``:
+    #: on CUDA free memory x ``gpu_share`` x 0.5, on CPU 1024); speed only, not in the key
+    memory_budget_mb: int | None = None
+    #: the fraction of the GPU one explain unit may use, in (0, 1] (precompute's ``--gpus explain=0.25``); not in
+    #: the key
+    gpu_share: float = 1.0
     #: explainers (``mtlx_core.explain.explainers``; ``all``) at the primary layers: the first is on every model,
     #: every metric runs on each; the others run where ``extra_explainers_on`` says (the ablation layers and the
     #: map similarity stay the first's)
@@ -103,21 +108,23 @@ class ExplainSettings:
 
     def __post_init__(self) -> None:
         from mtlx_core.explain.explainers import explainer_names
+        from mtlx_core.faithfulness.memory import check_gpu_share
 
         names = explainer_names(list(self.explainers))  # registry order: Grad-CAM first
         if names[0] != "gradcam":
             raise ValueError(f"the explainers must include gradcam (the study's explainer on every model, its "
                              f"layer ablation and map similarity), got {', '.join(names)}")
         object.__setattr__(self, "explainers", tuple(names))
+        check_gpu_share(self.gpu_share)
         if self.extra_explainers_on not in EXTRA_SCOPES:
             raise ValueError(f"unknown extra_explainers_on {self.extra_explainers_on!r}; valid: "
                              f"{', '.join(EXTRA_SCOPES)}")
 
     def key_fields(self) -> dict[str, Any]:
-        """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb`` do not, and
-        ``ablation_layers`` only adds rows)."""
+        """The fields that change stored numbers (``images``/``batch_images``/``memory_budget_mb``/``gpu_share``
+        do not, and ``ablation_layers`` only adds rows)."""
         d = dataclasses.asdict(self)
-        for k in ("images", "batch_images", "memory_budget_mb", "ablation_layers"):
+        for k in ("images", "batch_images", "memory_budget_mb", "gpu_share", "ablation_layers"):
             d.pop(k)
         if not self.target_limits:  # absent when unused: the keys of stores built before it stay valid
             d.pop("target_limits")

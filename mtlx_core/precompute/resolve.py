@@ -92,8 +92,9 @@ class Resolver:
             ids = [i for b in a.batches for i in b.image_ids]
             uid = f"targets:{dense_id}:{draw_key(ids, draw)}"
             return None if r._is_done(uid) else Prepared([uid], Job("targets", aid, "targets", {
-                "uid": uid, "arm_id": aid, "dense_id": dense_id, "spec_name": spec_name, "settings": s,
-                "batches": a.batches, "draw": draw, "expected_sha": self._sha(dense_id)}), claims=frozenset({uid}))
+                "uid": uid, "arm_id": aid, "dense_id": dense_id, "spec_name": spec_name,
+                "settings": r.job_settings("targets"), "batches": a.batches, "draw": draw,
+                "expected_sha": self._sha(dense_id)}), claims=frozenset({uid}))
         if node.kind == "explain":
             return self._explain(node, a, dense_id)
         if node.kind == "layer":
@@ -116,7 +117,8 @@ class Resolver:
         wanted = wanted_targets(con, dense_id, b) if s.limits_targets() and dense_id else None
         which = s.explainers_for(ref is None, node.args["level"])
         return Prepared([uid], Job("explain", aid, "explain", {
-            "uid": uid, "arm_id": aid, "model_id": model_id, "spec_name": a.spec.name, "settings": s, "batch": b,
+            "uid": uid, "arm_id": aid, "model_id": model_id, "spec_name": a.spec.name,
+            "settings": r.job_settings("explain"), "batch": b,
             "sps": stored_superpixels(con, b, r.skey, s.slic), "skey": r.skey, "wanted": wanted, "dense": dense,
             "explainers": which, "expected_sha": self._sha(model_id)}), claims=frozenset({uid}))
 
@@ -131,7 +133,8 @@ class Resolver:
             return None
         con = r.w.con
         return Prepared(list(uids.values()), Job("layer", aid, "layer", {
-            "uids": uids, "arm_id": aid, "model_id": model_id, "spec_name": a.spec.name, "settings": r.settings,
+            "uids": uids, "arm_id": aid, "model_id": model_id, "spec_name": a.spec.name,
+            "settings": r.job_settings("layer"),
             "batch": b, "sps": stored_superpixels(con, b, r.skey, r.settings.slic), "skey": r.skey,
             "wanted": explained_targets(con, model_id, b), "expected_sha": self._sha(model_id)}),
             claims=frozenset(uids.values()))
@@ -148,7 +151,8 @@ class Resolver:
         key = sanity_key(check, names, b.image_ids[:n], paths)
         uid = f"sanity:{dense_id}:{key}"
         return None if r._is_done(uid) else Prepared([uid], Job("sanity", aid, "sanity", {
-            "uid": uid, "arm_id": aid, "dense_id": dense_id, "spec_name": a.spec.name, "settings": r.settings,
+            "uid": uid, "arm_id": aid, "dense_id": dense_id, "spec_name": a.spec.name,
+            "settings": r.job_settings("sanity"),
             "batch": b, "check": check, "names": names, "paths": paths, "key": key, "primary": plan.primary}),
             claims=frozenset({uid}))
 

@@ -15,6 +15,7 @@ end. A killed driver resumes from the journal on the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ from mtlx_core.precompute.jobs import Env
 from mtlx_core.precompute.nodes import Node
 from mtlx_core.precompute.plan import PrecomputeResult, arm_config, check_data, check_layers
 from mtlx_core.precompute.planner import StudyPlanner
-from mtlx_core.precompute.presets import StudyPreset
+from mtlx_core.precompute.presets import ExplainSettings, StudyPreset
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import slic_key
 from mtlx_core.store.writer import StoreWriter, UnitRows
@@ -103,6 +104,14 @@ class Runner:
             self.result.skipped.add(unit_id)
             return True
         return False
+
+    def job_settings(self, kind: str) -> ExplainSettings:
+        """The explanation settings a job of ``kind`` runs with: its GPU share (``--gpus KIND=S``, 0 < S <= 1) sets
+        its memory budget (``ExplainSettings.gpu_share``; outside the settings key)."""
+        share = self.executor.gpus.get(kind)
+        if share is None or not 0 < share <= 1 or share == self.settings.gpu_share:
+            return self.settings
+        return dataclasses.replace(self.settings, gpu_share=share)
 
     def env(self) -> Env:
         """How jobs run: in this process (local) or in worker processes (no progress bars there)."""
