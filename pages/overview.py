@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from mtlx_core.store import query
-from pages import figures
+from pages import cross_task_figures, figures
 from pages.common import (
     SERIES_LABELS,
     SIMILARITY_LABELS,
@@ -37,6 +37,7 @@ VERDICT_STYLE: dict[str, tuple[Callable[..., Any], str]] = {
     "worse than chance": (st.error, ":material/close:"),
 }
 BEATS = ("clearly beats chance", "beats chance")
+XT_AUTO_MAPS = 10_000  # the cross-task similarity is computed without asking up to this many stored maps
 
 
 def signed(x: float, sign: str = "+") -> str:
@@ -75,7 +76,7 @@ st.title("Faithfulness of explanations under pruning")
 # the selection lives in the URL (a view can be shared)
 URL_KEYS = (
     "ov_metric", "ov_variant", "ov_value", "ov_x", "ov_margin", "ov_baselines", "ov_model", "ov_sim",
-    "ov_explainer",
+    "ov_explainer", "ov_xt",
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
@@ -222,6 +223,37 @@ else:
         col.markdown(f"**{TASK_LABELS[task]}**")
         col.plotly_chart(similarity_vs_sparsity(sim[sim["task"] == task], noise[noise["task"] == task], arm_labels,
                                                 x, SIMILARITY_LABELS[measure]), key=f"ov_sim_{task}")
+
+st.subheader("Does pruning make the tasks' explanations more alike?")
+xc1, xc2 = st.columns([3, 1])
+xt_measure = xc1.radio("Cross-task similarity", list(query.CROSS_TASK_MEASURES), horizontal=True, key="ov_xt",
+                       format_func=SIMILARITY_LABELS.get)
+xt_on = xc2.toggle("Compute", value=counts.get("explanations", 0) <= XT_AUTO_MAPS, key="ov_xt_on",
+                   help="Reads every primary Grad-CAM map once per store snapshot (on by default for stores of up "
+                        f"to {XT_AUTO_MAPS:,} maps; a large store takes minutes the first time).")
+xt = q(store, "cross_task_vs_sparsity", xt_measure) if xt_on else None
+if xt is None:
+    st.caption("Switch on *Compute* to see how alike the tasks' explanations are and how pruning changes it.")
+elif xt.empty:
+    st.info("No model here has Grad-CAM maps of two or more tasks on the same image: nothing to compare across tasks.")
+else:
+    st.caption(f"Mean {SIMILARITY_LABELS[xt_measure]} between two tasks' Grad-CAM maps of the same image (a task's "
+               "map: the mean of its targets' maps, each min-max normalised) over the images, with its 95 % bootstrap "
+               "interval; the dense model at 0, the pruned levels at their achieved sparsity, the control open. "
+               "Ringed: the change from the dense model on the same images is significant (Wilcoxon signed-rank, "
+               "Holm over the arm's levels, p < 0.05). Rising: the shared encoder drifts towards one saliency for "
+               "all tasks.")
+    for arm_id, rows in xt.groupby("arm_id", sort=False):
+        st.markdown(cross_task_figures.reading(rows, arm_labels.get(arm_id) or str(arm_id),
+                                               SIMILARITY_LABELS[xt_measure], TASK_LABELS))
+    pairs = list(dict.fromkeys(zip(xt["task_a"], xt["task_b"], strict=True)))
+    xt_cols = st.columns(min(3, len(pairs)))
+    for i, (ta, tb) in enumerate(pairs):
+        col = xt_cols[i % len(xt_cols)]
+        col.markdown(f"**{cross_task_figures.pair_label(ta, tb, TASK_LABELS)}**")
+        col.plotly_chart(cross_task_figures.cross_task_vs_sparsity(
+            xt[(xt["task_a"] == ta) & (xt["task_b"] == tb)], arm_labels, SIMILARITY_LABELS[xt_measure]),
+            key=f"ov_xt_{ta}_{tb}")
 
 models = q(store, "models")
 st.subheader("Open a model in Compare")

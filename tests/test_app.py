@@ -83,7 +83,9 @@ def test_overview_plots_figure4_per_task_and_the_value_choice_changes_it(store_e
     tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM faithfulness")}
     before = figures(at)
     sim_tasks = {t for (t,) in query.open_store(store_env).rows("SELECT DISTINCT task FROM similarity")}
-    assert len(before) == 2 * len(tasks) + len(sim_tasks)  # faithfulness and performance per task; similarity
+    pairs = query.cross_task_vs_sparsity(query.open_store(store_env))[["task_a", "task_b"]].drop_duplicates()
+    # faithfulness and performance per task; similarity per task; cross-task similarity per task pair
+    assert len(before) == 2 * len(tasks) + len(sim_tasks) + len(pairs)
     at.radio(key="ov_value").set_value("score").run()
     after = figures(at)
     assert not np.array_equal(array(before[0]["data"][0]["y"]), array(after[0]["data"][0]["y"]))

@@ -28,6 +28,8 @@ Public API::
     verdict_pareto(store, metric, value, delta_share); cost_axes(store)  # the cost views (D27)
     similarity_vs_sparsity(store, measure)    # each pruned model's maps vs its dense model's (mean, interval)
     seed_noise(store, measure)                # two dense seeds' maps vs each other: the noise floor (a band)
+    cross_task_vs_sparsity(store, measure)    # how alike the tasks' maps are per model, and the change from dense
+    cross_task_per_image(store)               # the per-image values behind it (mtlx_core.store.cross_task)
     sanity_summary(store); sanity_randomisation / sanity_heads / sanity_reference(store, model_id, explainer)
                                               # the dense models' sanity checks (which pass; curves; head table)
     map_similarity(a, b, topk); decode_png(bytes)   # helpers the pages use (no torch)
@@ -65,6 +67,9 @@ from mtlx_core.store.chance import beats_chance as beats_chance
 from mtlx_core.store.chance import chance_per_image as chance_per_image
 from mtlx_core.store.chance import margin_by_layer as margin_by_layer
 from mtlx_core.store.codec import decode_png as decode_png
+from mtlx_core.store.cross_task import CROSS_TASK_MEASURES as CROSS_TASK_MEASURES
+from mtlx_core.store.cross_task import cross_task_per_image as cross_task_per_image
+from mtlx_core.store.cross_task import cross_task_vs_sparsity as cross_task_vs_sparsity
 from mtlx_core.store.errors import BUILD_HINT as BUILD_HINT
 from mtlx_core.store.errors import StoreBusyError as StoreBusyError
 from mtlx_core.store.errors import StoreError as StoreError
