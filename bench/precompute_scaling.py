@@ -1,6 +1,6 @@
 """Scaling of ``python -m mtlx_core.precompute`` across executors: the same store built sequentially and with Ray.
 
-    python bench/precompute_scaling.py [--preset smoke] [--device cpu] [--modes sequential,ray1,ray2]
+    python bench/precompute_scaling.py [--preset smoke] [--device cpu] [--modes sequential,seq1,ray1,ray2]
                                        [--explain-shares 1 0.5 0.25] [--keep DIR]
 
 Every run builds the preset's store from an empty store with its own empty ``--models-dir`` (training and pruning
@@ -11,6 +11,8 @@ run is a subprocess ``python -m mtlx_core.precompute --preset P --store S --mode
 with ``time.perf_counter``; its output goes to ``run.log`` next to its store. Modes (``--modes``, comma-separated):
 
 - ``sequential``: ``--threads 2`` with the default executor, ``local`` (today's in-process run);
+- ``seq1``: the same with ``--threads 1``: the reference store of the one-thread runs (ray2, proc2): a store is
+  bit-identical to another built with the same torch threads per unit (float sums depend on the thread count);
 - ``ray1``: ``--executor ray --workers 1 --threads 2`` (Ray's cost on the same work, one unit at a time);
 - ``ray2``: ``--executor ray --workers 2 --threads 1`` (two units at once on the same two cores);
 - ``proc2``: ``--executor processes --workers 2 --threads 1`` (the same without Ray: a process pool);
@@ -23,11 +25,13 @@ every GPU kind; explain=S in the ``shares`` runs), and ``nvidia-smi`` is sampled
 
 Units are counted in each finished store (``SELECT count(*) FROM units``) and each store's content fingerprint
 (``mtlx_core.store.fingerprint``: every table's rows without timings, latencies or paths) is compared with the
-sequential run's (with the first run's when there is no sequential run). One line per run, then the last line::
+sequential run's of the same torch threads per unit (``n/a`` when the modes have none). One line per run, then
+the last line::
 
     speedup_2v1=X overhead_vs_sequential=Y per_unit_overhead_ms=Z identical=True|False
 
-X = t(ray1) / t(ray2), Y = t(ray1) / t(sequential), Z = (t(ray1) - t(sequential)) / units * 1000; ``nan`` when
+X = t(ray1) / t(ray2), Y = t(ray1) / t(sequential), Z = (t(ray1) - startup(ray1) - t(sequential)) / units * 1000
+(startup: Ray's start and the warm-up of its workers, logged by the run and printed on its line); ``nan`` when
 a run it needs was not made or failed; ``identical``: every run finished and its fingerprint equals the reference.
 Each run's line also gives ``speedup_vs_sequential`` = t(sequential) / t(run). Goals: identical stores; a per-unit
 overhead under 50 ms; on the demo preset, 2 workers at least 1.3x faster than the sequential run with 2 threads
@@ -44,6 +48,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,7 +62,8 @@ import duckdb
 
 logger = logging.getLogger("precompute_scaling")
 
-MODES = ("sequential", "ray1", "ray2", "proc2", "shares")
+MODES = ("sequential", "seq1", "ray1", "ray2", "proc2", "shares")
+SEQUENTIAL = ("sequential", "seq1")
 #: Ray modes on the same two cores: workers, torch threads per unit
 RAY_RUNS: dict[str, tuple[int, int]] = {"ray1": (1, 2), "ray2": (2, 1)}
 #: unit kinds the Ray executor can give GPUs to (images and seed_similarity are CPU-only)
@@ -74,6 +80,12 @@ class RunSpec:
     workers: int
     args: tuple[str, ...]
 
+    @property
+    def threads(self) -> int:
+        """Torch threads per unit: stores are bit-identical only between runs with the same count."""
+        a = list(self.args)
+        return int(a[a.index("--threads") + 1]) if "--threads" in a else 0
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -83,6 +95,16 @@ class RunResult:
     units: int | None = None
     fingerprint: str | None = None
     gpu: tuple[float, float, float] | None = None  # utilisation mean, max (%), memory max (MiB)
+    startup: float = 0.0  # Ray: seconds to start the instance and warm its workers (the run's log)
+
+
+STARTUP = re.compile(r"started with \d+ warm workers in ([0-9.]+) s")
+
+
+def startup_seconds(log: Path) -> float:
+    """The Ray executor's start-up (instance + warm workers) logged by the run, 0 for other executors."""
+    found = STARTUP.search(log.read_text()) if log.is_file() else None
+    return float(found.group(1)) if found else 0.0
 
 
 class GpuSampler:
@@ -149,9 +171,9 @@ def plan_runs(modes: list[str], device: str, gpus: dict[str, float], explain_sha
     base = gpu_args(gpus) if cuda else ()
     runs: list[RunSpec] = []
     for i, mode in enumerate(modes):
-        if mode == "sequential":
+        if mode in SEQUENTIAL:
             # the default executor (local); left implicit so that this mode also runs on a precompute without Ray
-            runs.append(RunSpec(f"{i}-sequential", mode, 1, ("--threads", "2")))
+            runs.append(RunSpec(f"{i}-{mode}", mode, 1, ("--threads", "2" if mode == "sequential" else "1")))
         elif mode == "proc2":  # the standard library's process pool: two processes, one thread each
             runs.append(RunSpec(f"{i}-{mode}", mode, 2, ("--executor", "processes", "--workers", "2", "--threads",
                                                          "1")))
@@ -225,22 +247,24 @@ def run_one(spec: RunSpec, root: Path, common: list[str], sample_gpu: bool) -> R
         return RunResult(spec, seconds, rc, gpu=gpu)
     from mtlx_core.store.fingerprint import store_fingerprint
 
-    return RunResult(spec, seconds, rc, count_units(store), store_fingerprint(store)["store"], gpu)
+    return RunResult(spec, seconds, rc, count_units(store), store_fingerprint(store)["store"], gpu,
+                     startup_seconds(folder / "run.log"))
 
 
-def reference(results: list[RunResult]) -> RunResult | None:
-    """The run the others are compared with: the first sequential one, else the first run."""
-    seq = [r for r in results if r.spec.mode == "sequential"]
-    pool = seq or results
-    return pool[0] if pool else None
+def reference(results: list[RunResult], run: RunResult) -> RunResult | None:
+    """The run ``run`` is compared with: the first sequential run with the same torch threads per unit (float sums
+    depend on the thread count), None when there is none."""
+    return next((r for r in results if r.spec.mode in SEQUENTIAL and r.spec.threads == run.spec.threads), None)
 
 
 def result_line(r: RunResult, ref: RunResult | None, seq: RunResult | None) -> str:
-    """One run: mode, workers, seconds, units, fingerprint match, and t(sequential) / t(run) when both finished."""
-    match = r.fingerprint is not None and ref is not None and r.fingerprint == ref.fingerprint
+    """One run: mode, workers, seconds, units, fingerprint match with the sequential run of its thread count (n/a
+    when there is none), and t(sequential) / t(run) when both finished."""
+    match: bool | str = "n/a" if ref is None else r.fingerprint is not None and r.fingerprint == ref.fingerprint
     ratio = seq.seconds / r.seconds if seq is not None and r.returncode == 0 else math.nan
     line = (f"mode={r.spec.label} workers={r.spec.workers} seconds={r.seconds:.1f} units={r.units} "
-            f"fingerprint={(r.fingerprint or 'none')[:16]} match={match} speedup_vs_sequential={ratio:.3f}")
+            f"fingerprint={(r.fingerprint or 'none')[:16]} match={match} speedup_vs_sequential={ratio:.3f}"
+            + (f" startup={r.startup:.1f}" if r.startup else ""))
     if r.returncode != 0:
         line += f" exit={r.returncode}"
     if r.gpu is not None:
@@ -259,10 +283,12 @@ def summary_line(results: list[RunResult]) -> str:
     nan = math.nan
     speedup = r1.seconds / r2.seconds if r1 and r2 else nan
     overhead = r1.seconds / seq.seconds if r1 and seq else nan
-    per_unit = (r1.seconds - seq.seconds) / seq.units * 1000 if r1 and seq and seq.units else nan
-    ref = reference(results)
-    identical = bool(results) and all(r.returncode == 0 and ref is not None and r.fingerprint == ref.fingerprint
-                                      for r in results)
+    per_unit = (r1.seconds - r1.startup - seq.seconds) / seq.units * 1000 if r1 and seq and seq.units else nan
+    pairs = [(r, reference(results, r)) for r in results]
+    compared = [(r, ref) for r, ref in pairs if ref is not None and ref is not r]
+    identical: bool | str = "n/a" if not compared else all(
+        r.returncode == 0 and r.fingerprint == ref.fingerprint for r, ref in compared) and all(
+        r.returncode == 0 for r in results)
     return (f"speedup_2v1={speedup:.3f} overhead_vs_sequential={overhead:.3f} per_unit_overhead_ms={per_unit:.1f} "
             f"identical={identical}")
 
@@ -273,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--images", type=int, help="validation images per arm (default: the preset's)")
     p.add_argument("--modes", default=None, help=f"comma-separated, from {', '.join(MODES)} (default: "
-                   "sequential,ray1,ray2; with --device cuda also shares)")
+                   "sequential,seq1,ray1,ray2; with --device cuda also shares)")
     p.add_argument("--explain-shares", nargs="+", type=float, default=[1.0, 0.5, 0.25], metavar="S",
                    help="GPUs per explain unit, one shares run each (default 1 0.5 0.25)")
     p.add_argument("--gpus", nargs="+", default=[f"{k}=1" for k in GPU_KINDS], metavar="KIND=SHARE",
@@ -289,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     """Modes and GPU shares, or ``ValueError``; nothing is written before this passes."""
     cuda = args.device.startswith("cuda")
-    modes = [m.strip() for m in (args.modes or ("sequential,ray1,ray2" + (",shares" if cuda else ""))).split(",")]
+    modes = [m.strip() for m in (args.modes or ("sequential,seq1,ray1,ray2" + (",shares" if cuda else ""))).split(",")]
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ValueError(f"unknown mode(s) {', '.join(bad) or '(none)'}; valid modes: {', '.join(MODES)}")
@@ -330,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    ref, seq = reference(results), first(results, "sequential")
-    sys.stdout.write("".join(result_line(r, ref, seq) + "\n" for r in results) + summary_line(results) + "\n")
+    seq = first(results, "sequential")
+    sys.stdout.write("".join(result_line(r, reference(results, r), seq) + "\n" for r in results)
+                     + summary_line(results) + "\n")
     return 0 if all(r.returncode == 0 for r in results) else 1
 
 

@@ -166,6 +166,13 @@ class ProcessBackend(Backend):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _warm() -> int:
+    """Import what every job needs (in a Ray worker, before its first unit)."""
+    import mtlx_core.precompute.jobs  # noqa: F401
+
+    return os.getpid()
+
+
 def _ray_job(job: Job, env: Env) -> list[UnitRows]:
     return run_job(job, env)
 
@@ -176,6 +183,7 @@ class RayBackend(Backend):
             import ray
         except ImportError as exc:
             raise RuntimeError(RAY_HINT) from exc
+        t0 = time.monotonic()
         self.ray, self.env, self.s = ray, env, settings
         self.started = False
         if not ray.is_initialized():
@@ -193,7 +201,13 @@ class RayBackend(Backend):
         self.total: dict[str, float] = {}
         self.checked = 0.0
         self._refresh()
-        logger.info("ray cluster: %g CPUs, %g GPUs", self.total["CPU"], self.total["GPU"])
+        # one warm-up task per CPU: workers import torch and mtlx before the first unit (a start-up cost, not a
+        # per-unit one)
+        warm = ray.remote(_warm)
+        n = max(1, min(64, int(self.total["CPU"])))
+        ray.get([warm.options(num_cpus=1).remote() for _ in range(n)])
+        logger.info("ray cluster: %g CPUs, %g GPUs; started with %d warm workers in %.1f s", self.total["CPU"],
+                    self.total["GPU"], n, time.monotonic() - t0)
         self.remote = ray.remote(_ray_job)
         self.running: dict[Any, tuple[str, float, float]] = {}  # ref -> node key, cpus, gpus
 
