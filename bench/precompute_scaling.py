@@ -31,7 +31,10 @@ the last line::
     speedup_2v1=X overhead_vs_sequential=Y per_unit_overhead_ms=Z identical=True|False
 
 X = t(ray1) / t(ray2), Y = t(ray1) / t(sequential), Z = (t(ray1) - startup(ray1) - t(sequential)) / units * 1000
-(startup: Ray's start and the warm-up of its workers, logged by the run and printed on its line); ``nan`` when
+(startup: Ray's start and the warm-up of its workers, logged by the run and printed on its line); the last line
+also splits Z: ``dispatch_ms_per_unit`` (time outside start-up and the units' own measured seconds, ray1 minus
+sequential, per unit: planning, Ray's submission and return, commits) and ``unit_time_ratio`` (the units' own
+seconds, ray1 / sequential: how much Ray's processes slow the computing on the same cores); ``nan`` when
 a run it needs was not made or failed; ``identical``: every run finished and its fingerprint equals the reference.
 Each run's line also gives ``speedup_vs_sequential`` = t(sequential) / t(run). Goals: identical stores; a per-unit
 overhead under 50 ms; on the demo preset, 2 workers at least 1.3x faster than the sequential run with 2 threads
@@ -96,6 +99,12 @@ class RunResult:
     fingerprint: str | None = None
     gpu: tuple[float, float, float] | None = None  # utilisation mean, max (%), memory max (MiB)
     startup: float = 0.0  # Ray: seconds to start the instance and warm its workers (the run's log)
+    unit_seconds: float = 0.0  # the units' own wall seconds, summed (measured in the process that ran each)
+
+    @property
+    def outside_units(self) -> float:
+        """Wall seconds outside start-up and the units: imports, data, planning, dispatch, commits."""
+        return self.seconds - self.startup - self.unit_seconds
 
 
 STARTUP = re.compile(r"started with \d+ warm workers in ([0-9.]+) s")
@@ -218,13 +227,14 @@ def prepare_data(preset_name: str, data: list[str]) -> list[str]:
     return args
 
 
-def count_units(store: Path) -> int:
+def count_units(store: Path) -> tuple[int, float]:
+    """Units in the store and the sum of their own wall seconds (measured where each unit ran)."""
     con = duckdb.connect(str(store), read_only=True)
     try:
-        row = con.execute("SELECT count(*) FROM units").fetchone()
+        row = con.execute("SELECT count(*), coalesce(sum(seconds), 0) FROM units").fetchone()
     finally:
         con.close()
-    return int(row[0]) if row else 0
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 def run_one(spec: RunSpec, root: Path, common: list[str], sample_gpu: bool) -> RunResult:
@@ -247,8 +257,9 @@ def run_one(spec: RunSpec, root: Path, common: list[str], sample_gpu: bool) -> R
         return RunResult(spec, seconds, rc, gpu=gpu)
     from mtlx_core.store.fingerprint import store_fingerprint
 
-    return RunResult(spec, seconds, rc, count_units(store), store_fingerprint(store)["store"], gpu,
-                     startup_seconds(folder / "run.log"))
+    units, unit_seconds = count_units(store)
+    return RunResult(spec, seconds, rc, units, store_fingerprint(store)["store"], gpu,
+                     startup_seconds(folder / "run.log"), unit_seconds)
 
 
 def reference(results: list[RunResult], run: RunResult) -> RunResult | None:
@@ -289,8 +300,10 @@ def summary_line(results: list[RunResult]) -> str:
     identical: bool | str = "n/a" if not compared else all(
         r.returncode == 0 and r.fingerprint == ref.fingerprint for r, ref in compared) and all(
         r.returncode == 0 for r in results)
+    dispatch = ((r1.outside_units - seq.outside_units) / seq.units * 1000 if r1 and seq and seq.units else nan)
+    slower = r1.unit_seconds / seq.unit_seconds if r1 and seq and seq.unit_seconds else nan
     return (f"speedup_2v1={speedup:.3f} overhead_vs_sequential={overhead:.3f} per_unit_overhead_ms={per_unit:.1f} "
-            f"identical={identical}")
+            f"dispatch_ms_per_unit={dispatch:.1f} unit_time_ratio={slower:.3f} identical={identical}")
 
 
 def build_parser() -> argparse.ArgumentParser:
