@@ -41,17 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address the app listens on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to "
                         "every network the machine is on, without authentication)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for precompute (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per precompute worker (default: 1 with several "
+                                               "workers, else torch's)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="precompute worker processes (default: 2 on a machine with at least 2 cores, else 1): "
+                        "units run side by side (precompute --executor processes); 1 runs them one after the other "
+                        "in one process")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
-                   help="demo (default: the three arms of Table 1, 20-30 minutes on 2 CPU cores, the first arm "
-                        "after about 5) or smoke (two tiny arms in a minute)")
+                   help="demo (default: the three arms of Table 1; measured on 2 CPU cores: 21 minutes with the "
+                        "default 2 workers, 28 with --workers 1, the first arm after 4.5) or smoke (two tiny arms in a "
+                        "minute)")
     p.add_argument("--no-app", action="store_true", help="only build the store, in the foreground")
     add_plugin_argument(p)  # passed on to precompute and the app
     return p
 
 
-def precompute_argv(preset: str, store: Path, models_dir: Path, threads: int | None) -> list[str]:
+def default_workers() -> int:
+    """Two worker processes where there are two cores: on the demo's small models two one-thread processes beat one
+    two-thread process (``bench/precompute_scaling.py``)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def precompute_argv(preset: str, store: Path, models_dir: Path, threads: int | None, workers: int = 1) -> list[str]:
     argv = ["--preset", preset, "--store", str(store), "--models-dir", str(models_dir)]
+    if workers > 1:
+        argv += ["--executor", "processes", "--workers", str(workers)]
     return argv + (["--threads", str(threads)] if threads else [])
 
 
@@ -88,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store = (args.store or default_store()).resolve()
     models_dir = args.models_dir.resolve()
-    pre_argv = precompute_argv(args.preset, store, models_dir, args.threads)
+    if args.workers < 1:
+        logger.error("--workers must be at least 1, got %d", args.workers)
+        return 2
+    pre_argv = precompute_argv(args.preset, store, models_dir, args.threads, args.workers)
     pre_argv += [a for m in args.plugin for a in ("--plugin", m)]
     if args.no_app:
         from mtlx_core.precompute.__main__ import main as precompute_main
