@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _app_store import smoke_store_path
+from _plotly import array, figures
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -41,16 +40,6 @@ def run_page(page: str | None = None) -> AppTest:
     return at
 
 
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def array(v: object) -> np.ndarray:
-    """A plotly array of a figure's JSON (plain list or typed base64) as numpy."""
-    if isinstance(v, dict):
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
-    return np.asarray(v, dtype=float)
 
 
 def widget_keys(at: AppTest) -> set[str]:

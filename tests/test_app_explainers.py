@@ -4,7 +4,6 @@ and Grad-CAM++)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from pathlib import Path
@@ -13,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from _app_store import smoke_store_path
+from _plotly import array as plot_array
+from _plotly import figures as plot_figures
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -136,16 +137,6 @@ def test_verdict_runs_on_the_chosen_explainers_scores(store_env: Path) -> None:
 # --- the Perturbation steps and Live pages (issue 21: "the Live page offers the same explainers") ---------------
 
 
-def plot_figures(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def plot_array(v: object) -> np.ndarray:
-    """A plotly array of a figure's JSON (plain list or typed base64) as numpy."""
-    if isinstance(v, dict):
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
-    return np.asarray(v, dtype=float)
 
 
 def test_steps_explainer_selector_offers_the_targets_stored_explainers_and_the_curve_follows_it(
