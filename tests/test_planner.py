@@ -93,6 +93,9 @@ class FakeBackend(Backend):
         rows = [UnitRows(job.kwargs["uid"], job.kind)] * (2 if key in self.twice else 1)
         return [(key, rows, None)]
 
+    def close(self) -> None:
+        self.running.clear()
+
 
 def _graph() -> tuple[list[Node], dict[str, Prepared]]:
     nodes = [Node("a", "train", "x", "primary", ()), Node("b", "explain", "x", "primary", ("a",)),

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,18 +92,22 @@ def parse_shares(values: list[str], what: str) -> dict[str, float]:
     return out
 
 
-class Backend:
+class Backend(ABC):
     """Runs jobs; ``poll`` returns finished ``(node key, rows or None, error text or None)``."""
 
+    @abstractmethod
     def fits(self, kind: str) -> bool:
-        raise NotImplementedError
+        """Whether a unit of ``kind`` can start now."""
 
+    @abstractmethod
     def submit(self, node: Node, job: Job) -> None:
-        raise NotImplementedError
+        """Start ``job`` (the resolved ``node``)."""
 
+    @abstractmethod
     def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
-        raise NotImplementedError
+        """Wait for at least one running job (or a short while) and return the finished ones."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release the backend's resources."""
 
@@ -123,6 +128,9 @@ class LocalBackend(Backend):
     def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
         out, self.done = self.done, []
         return out
+
+    def close(self) -> None:
+        """Nothing to release: the jobs ran in this process."""
 
 
 class ProcessBackend(Backend):

@@ -55,7 +55,7 @@ def draw_key(image_ids: list[str], draw: TargetDraw) -> str:
     return hashlib.sha256(json.dumps([image_ids, draw.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def placeholder_batches(cfg: TrainConfig, spec: Any, n_images: int, batch_images: int) -> list[Batch]:
+def planning_batches(cfg: TrainConfig, spec: Any, n_images: int, batch_images: int) -> list[Batch]:
     """Batches of the right count and image size without reading data (the plan mode): keys ``<dataset>-b<i>``."""
     import torch
 

@@ -1,7 +1,7 @@
 """``python -m mtlx_core.precompute --preset P --plan [--gpus N ...]``: the study's unit DAG, its critical path and
 the predicted wall time on N GPUs, with and without packing; computes nothing and reads no data.
 
-The DAG is the planner's (``StudyPlanner`` on placeholder batches of the preset's image count and size); unit costs
+The DAG is the planner's (``StudyPlanner`` on planning batches of the preset's image count and size); unit costs
 come from a store's ``units`` journal (``--store`` when it exists: measured means per kind and arm) or are estimated
 from MACs and sample counts (``costs.CostModel``); the schedule is ``schedule.simulate``.
 """

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mtlx_core.data.dataset import DatasetError
 from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.data.manifest import holds_synth_request
-from mtlx_core.precompute.nodes import ArmData, Node, placeholder_batches
+from mtlx_core.precompute.nodes import ArmData, Node, planning_batches
 from mtlx_core.precompute.plan import arm_config
 from mtlx_core.precompute.presets import ArmSpec
 from mtlx_core.precompute.resolve import Resolver
@@ -42,7 +42,7 @@ class StudyPlanner(Resolver):
     """The nodes of a study (``nodes``) and their resolution against the runner's store and journal."""
 
     def __init__(self, r: Runner, dry: bool = False) -> None:
-        self.r, self.dry = r, dry  # dry: placeholder batches, no data read (``--plan``)
+        self.r, self.dry = r, dry  # dry: planning batches, no data read (``--plan``)
         self.arms: dict[str, ArmData] = {}
         self.nodes: dict[str, Node] = {}
         self._plans: dict[str, Any] = {}  # dense model id -> (layer plan, tasks, model) for sanity / layers
@@ -56,7 +56,7 @@ class StudyPlanner(Resolver):
         cfgs = [cfg] + [arm_config(arm, r.data, r.device, k) for k in range(1, r.seeds)]
         spec = get_dataset_spec(cfg.dataset)
         if self.dry:
-            return ArmData(pos, arm, cfgs, spec, placeholder_batches(cfg, spec, r.n_images, r.settings.batch_images))
+            return ArmData(pos, arm, cfgs, spec, planning_batches(cfg, spec, r.n_images, r.settings.batch_images))
         if cfg.synth is not None and not r.data and Path(cfg.data_root).exists() \
                 and not holds_synth_request(cfg.data_root, cfg.synth):
             raise DatasetError(f"{cfg.data_root} does not hold the synthetic rooms arm {arm.arm_id} asks for "
