@@ -12,14 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from _app_store import smoke_store_path
-from _plotly import array, figures
+from _apptest import array, figures, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from mtlx_core.store import query
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 300
 TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}  # as the pages say
 
 
@@ -28,16 +26,6 @@ def store_env(monkeypatch: pytest.MonkeyPatch) -> Path:
     path = smoke_store_path()
     monkeypatch.setenv("MTLX_STORE", str(path))
     return path
-
-
-def run_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    if page is not None:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from _app_store import smoke_store_path
-from _plotly import array as plot_array
-from _plotly import figures as plot_figures
+from _apptest import array as plot_array
+from _apptest import figures as plot_figures
+from _apptest import run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -22,7 +23,6 @@ from mtlx_core.live import load_store_model, to_input, working_size
 from mtlx_core.store import query
 from mtlx_core.uploads import load_image_bytes
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 EXPLAINER_LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
                     "layercam": "LayerCAM", "scorecam": "Score-CAM", "integrated_gradients": "Integrated Gradients"}
 
@@ -32,16 +32,6 @@ def store_env(monkeypatch: pytest.MonkeyPatch) -> Path:
     path = smoke_store_path()
     monkeypatch.setenv("MTLX_STORE", str(path))
     return path
-
-
-def run_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    if page is not None:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def map_figures(at: AppTest) -> list[dict]:
@@ -135,8 +125,6 @@ def test_verdict_runs_on_the_chosen_explainers_scores(store_env: Path) -> None:
 
 
 # --- the Perturbation steps and Live pages (issue 21: "the Live page offers the same explainers") ---------------
-
-
 
 
 def test_steps_explainer_selector_offers_the_targets_stored_explainers_and_the_curve_follows_it(
