@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "units run side by side (precompute --executor processes); 1 runs them one after the other "
                         "in one process")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
-                   help="demo (default: the three arms of Table 1; measured on 2 CPU cores: 21 minutes with the "
-                        "default 2 workers, 28 with --workers 1, the first arm after 4.5) or smoke (two tiny arms in a "
+                   help="demo (default: the three arms of Table 1; measured on 2 CPU cores: 17 minutes with the "
+                        "default 2 workers, the first arm after 4) or smoke (two tiny arms in a "
                         "minute)")
     p.add_argument("--no-app", action="store_true", help="only build the store, in the foreground")
     add_plugin_argument(p)  # passed on to precompute and the app

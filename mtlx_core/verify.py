@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlx_core.faithfulness.crosscheck import reference_check, scalar_fn
+from mtlx_core.faithfulness.crosscheck import NO_REFERENCE, reference_check, scalar_fn
 from mtlx_core.faithfulness.metric import Metric, random_map
 from mtlx_core.faithfulness.registry import METRICS
 from mtlx_core.plugins import PluginError, add_plugin_argument, load_cli_plugins
@@ -67,9 +67,11 @@ def metric_of(label: str, recorded: dict[str, Any] | None) -> Metric:
 
 
 def sample_keys(con: Any, n: int, seed: int) -> list[tuple[Any, ...]]:
-    """Keys of ``n`` seeded random ``ok`` rows per metric."""
-    keys = con.execute(f"SELECT {', '.join(KEY)} FROM faithfulness WHERE status = 'ok' "
-                       f"ORDER BY {', '.join(KEY)}").fetchall()
+    """Keys of ``n`` seeded random ``ok`` rows per metric, among the rows a reference can recompute (not the
+    (metric, ordering) pairs of ``crosscheck.NO_REFERENCE``)."""
+    keys = [k for k in con.execute(f"SELECT {', '.join(KEY)} FROM faithfulness WHERE status = 'ok' "
+                                   f"ORDER BY {', '.join(KEY)}").fetchall()
+            if (k[KEY.index("metric")], k[KEY.index("ordering")]) not in NO_REFERENCE]
     rng = np.random.default_rng(seed)
     out: list[tuple[Any, ...]] = []
     for metric in sorted({k[6] for k in keys}):

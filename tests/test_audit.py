@@ -112,7 +112,8 @@ def test_every_model_and_task_has_faithfulness_rows_and_task_metrics(audited: di
     store = audited["store"]
     models = [m for (m,) in _rows(store, "SELECT model_id FROM models")]
     metrics = {m for (m,) in _rows(store, "SELECT DISTINCT metric FROM faithfulness")}
-    assert metrics == {"irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"}
+    # the demo's metric family: AbPC of Deletion (docs/demo_tuning.md, round 10)
+    assert metrics == {"irof", "deletion", "insertion", "abpc_deletion", "rma", "pointing", "leakage"}
     # every model explains every task with every metric (a map may be all zero: status zero_saliency at 4 steps of
     # training), and its random orderings are scored
     explained = set(_rows(store, "SELECT model_id, task, metric FROM faithfulness WHERE explainer = 'gradcam' "

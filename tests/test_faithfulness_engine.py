@@ -39,7 +39,8 @@ class _Run:
 
 
 @pytest.mark.parametrize(("arch", "rounding"), [("segnet_mtan", "exact"), ("deeplab_resnet34", "exact"),
-                                               ("segnet_mtan", "tie_safe"), ("deeplab_resnet34", "tie_safe")])
+                                               ("segnet_mtan", "tie_safe"), ("deeplab_resnet34", "tie_safe"),
+                                               ("segnet_mtan", "index_safe")])
 def test_every_map_and_score_of_an_image_is_the_same_alone_or_in_a_batch(arch: str, rounding: str) -> None:
     model = near_tied(arch)
     images = torch.stack(photos(SIZE)[:3])

@@ -230,5 +230,76 @@ def test_tie_safe_rounding_keeps_max_unpool_graphs_exact_and_folds_the_others() 
     assert not fwd.bitwise.get(("depth", 32, 64), False)
     with torch.inference_mode():
         assert torch.allclose(out, deeplab(x)["depth"], rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="valid: exact, tie_safe"):
+    with pytest.raises(ValueError, match="valid: exact, tie_safe, index_safe"):
         ForwardSettings(rounding="fast")
+
+
+def test_index_safe_rounding_keeps_exactly_what_the_pooling_indices_depend_on() -> None:
+    """SegNet-MTAN under ``index_safe``: the convolutions upstream of a max pooling whose indices feed a
+    max-unpool (the shared encoder) stay pinned to their batch-1 backends and unfolded; every other convolution
+    (decoder, task attention, heads) is folded with its BN and gets a channels-last weight; the outputs equal
+    the eager model's up to float rounding."""
+    from torch import fx
+
+    from mtlx_core.explain.fastforward import FastForward, ForwardSettings, trace_all_tasks
+    from mtlx_core.explain.graph_rewrites import index_sources
+    from mtlx_core.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 32, 64)
+    segnet = build_model("segnet_mtan", {"segmentation": 5, "depth": 1, "normals": 3}, width=0.125).eval()
+    full, _ = trace_all_tasks(segnet, x[:2])
+    keep = index_sources(full)
+    convs = [n for n in full.graph.nodes if n.target is torch.ops.aten.conv2d.default]
+    kept = [n for n in convs if n.name in keep]
+    # the shared encoder's convolutions (the first ones traced) feed the pools; at least half are free
+    assert convs[0].name in keep
+    assert 0 < len(kept) < len(convs) / 2
+    fwd = FastForward(segnet, ForwardSettings(rounding="index_safe"))
+    out = fwd("segmentation", x)
+    gm = fwd._fns[("segmentation", 32, 64)]
+    assert isinstance(gm, fx.GraphModule)
+    ops = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    pinned = [t for t in ops if t in (torch.ops.aten._slow_conv2d_forward.default,
+                                       torch.ops.aten.mkldnn_convolution.default)]
+    assert len(pinned) == len(kept)  # exactly the encoder's convolutions are pinned
+    assert torch.ops.aten.batch_norm.default in ops  # the encoder's BNs are not folded
+    free_weights = [n for n in gm.graph.nodes if n.op == "get_attr" and getattr(gm, str(n.target)).dim() == 4
+                    and getattr(gm, str(n.target)).is_contiguous(memory_format=torch.channels_last)
+                    and not getattr(gm, str(n.target)).is_contiguous()]
+    assert free_weights
+    assert not fwd.bitwise.get(("segmentation", 32, 64), False)
+    assert not fwd.channels_last[("segmentation", 32, 64)]  # the input stays contiguous for the exact encoder
+    with torch.inference_mode():
+        ref = segnet(x)["segmentation"]
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_index_safe_falls_back_to_exact_rounding_when_pooling_indices_depend_on_the_batch(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import mtlx_core.explain.fastforward as ff
+    from mtlx_core.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 32, 64)
+    segnet = build_model("segnet_mtan", {"segmentation": 5, "depth": 1, "normals": 3}, width=0.125).eval()
+    assert ff.pool_indices_batch1(*_pinned_index_safe(segnet, x))  # the real check passes on this model
+    monkeypatch.setattr(ff, "pool_indices_batch1", lambda *a: False)
+    fwd = ff.FastForward(segnet, ff.ForwardSettings(rounding="index_safe"))
+    out = fwd("depth", x)
+    assert "falls back to exact rounding" in caplog.text
+    assert fwd.bitwise[("depth", 32, 64)]  # the exact path: rows bit-identical to batch-1 eager forwards
+    with torch.inference_mode():
+        for i in range(3):
+            assert torch.equal(out[i:i + 1], segnet(x[i:i + 1])["depth"])
+
+
+def _pinned_index_safe(model: torch.nn.Module, x: torch.Tensor) -> tuple[object, torch.Tensor, set[str]]:
+    """The index_safe graph of ``model``'s depth output, the probe and its indexed pools' names."""
+    from mtlx_core.explain.fastforward import FastForward, ForwardSettings
+    from mtlx_core.explain.graph_rewrites import indexed_pools
+
+    fwd = FastForward(model, ForwardSettings(rounding="index_safe"))
+    fwd("depth", x)
+    gm = fwd._fns[("depth", 32, 64)]
+    return gm, x, {n.name for n in indexed_pools(gm)}

@@ -174,3 +174,50 @@ def test_an_explain_units_gpu_share_sets_its_memory_budget_share_not_the_setting
     assert r.job_settings("explain").gpu_share == 0.25
     assert r.job_settings("explain").key() == r.settings.key()
     assert r.job_settings("layer") is r.settings  # no share given for layer units: the whole GPU
+
+
+class RoomBackend(FakeBackend):
+    """A FakeBackend whose jobs take ``job.kwargs['room']`` slots (``ProcessBackend``'s rule for a training job
+    with fixed threads)."""
+
+    def fits_job(self, kind: str, job: Job) -> bool:
+        return sum(j.kwargs.get("room", 1) for _, j in self.running) + job.kwargs.get("room", 1) <= self.slots
+
+
+def test_a_job_needing_every_worker_waits_for_them_and_later_jobs_do_not_starve_it() -> None:
+    nodes = [Node(k, kind, "x", "primary", (), priority=i)
+             for i, (k, kind) in enumerate([("a", "explain"), ("b", "train"), ("c", "explain"), ("d", "explain")])]
+    prep = {n.key: Prepared([n.key], Job(n.kind, "x", n.kind, {"uid": n.key, "room": 2 if n.key == "b" else 1}))
+            for n in nodes}
+    backend = RoomBackend(slots=2)
+    execute(nodes, lambda n: prep[n.key], backend, lambda u: None, lambda n: None, raise_first=False)
+    assert backend.started == ["a", "b", "c", "d"]
+    assert {"b"} in backend.overlaps  # b ran alone, on both workers
+    assert not any("b" in s and len(s) > 1 for s in backend.overlaps)
+
+
+def test_process_workers_give_a_training_job_with_fixed_threads_that_many_workers(tmp_path: Path) -> None:
+    import dataclasses
+
+    from mtlx_core.precompute.executors import ProcessBackend
+    from mtlx_core.precompute.jobs import Env, job_threads
+    from mtlx_core.train.config import PRESETS
+
+    famo, deeplab = PRESETS["demo_segnet_mtan_famo"], PRESETS["demo_deeplab"]
+    train2 = Job("train", "x", "train", {"cfg": famo})
+    prune1 = Job("prune", "x", "prune", {"cfg": deeplab})
+    free = Job("train", "x", "train", {"cfg": dataclasses.replace(famo, threads=None)})
+    explain = Job("explain", "x", "explain", {"cfg": famo})
+    assert [job_threads(j) for j in (train2, prune1, free, explain)] == [2, 1, None, None]
+    backend = ProcessBackend(Env(tmp_path), workers=2)  # the pool starts no process before a submit
+    try:
+        assert [backend.room(j) for j in (train2, prune1, free, explain)] == [2, 1, 1, 1]
+        assert backend.fits_job("train", train2)
+        backend.slots["busy"] = 1
+        assert not backend.fits_job("train", train2)
+        assert backend.fits_job("explain", explain)
+    finally:
+        backend.close()
+    one = ProcessBackend(Env(tmp_path), workers=1)
+    assert one.room(train2) == 1  # never more than every worker
+    one.close()

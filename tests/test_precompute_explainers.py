@@ -71,3 +71,22 @@ def test_cli_unknown_explainer_lists_the_valid_ones_and_writes_nothing(caplog: p
     assert "unknown explainer(s) nope; valid explainers: all, gradcam" in caplog.text
     assert not store.exists()
     assert not (tmp_path / "m").exists()
+
+
+def test_abpc_takes_the_curves_of_its_base_metric_which_must_be_selected() -> None:
+    from mtlx_core.precompute.faith_rows import metric_sets
+
+    of_deletion = (("abpc", (("of", "deletion"),)),)
+    labels = [m.label for m in metric_sets(ExplainSettings(metrics=("irof", "deletion", "abpc"),
+                                                           metric_options=of_deletion))[0]]
+    assert labels.count("abpc_deletion") == 1
+    assert "abpc" not in labels
+    with pytest.raises(ValueError, match="abpc is computed from deletion's curves: select deletion too"):
+        metric_sets(ExplainSettings(metrics=("irof", "abpc"), metric_options=of_deletion))
+    with pytest.raises(ValueError, match="abpc is computed from irof's curves: select irof too"):
+        metric_sets(ExplainSettings(metrics=("deletion", "abpc")))
+    # the demo: AbPC of Deletion, whose least relevant first it computes; IROF without it
+    demo = get_study_preset("demo").explain
+    assert [m.label for m in metric_sets(demo)[0] if m.name == "abpc"] == ["abpc_deletion"]
+    assert demo.options()["deletion"]["orderings"] == ("morf", "lerf", "random")
+    assert demo.options()["irof"]["orderings"] == ("morf", "random")

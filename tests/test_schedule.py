@@ -183,7 +183,8 @@ def test_explain_estimate_counts_targets_explainers_and_curves() -> None:
 
 def test_explain_facts_of_the_demo_and_smoke_presets() -> None:
     demo = explain_facts(get_study_preset("demo").explain)
-    # IROF: 50 segments, MoRF + LeRF and 1 random; Deletion and Insertion: 8 steps, MoRF and 1 random
-    assert demo == {"curves": [[50, 2, 1], [8, 1, 1], [8, 1, 1]], "segments": 50}
+    # IROF: 50 segments, MoRF and 1 random; Deletion: 8 steps, MoRF + LeRF (AbPC's) and 1 random; Insertion: 8
+    # steps, MoRF and 1 random
+    assert demo == {"curves": [[50, 1, 1], [8, 2, 1], [8, 1, 1]], "segments": 50}
     smoke = explain_facts(get_study_preset("smoke").explain)
     assert smoke["curves"].count([16, 2, 2]) == 2  # IROF once per fill mode (quantus, fixed)

@@ -59,6 +59,19 @@ def test_every_metric_of_the_store_agrees_with_its_reference(smoke: dict[str, Pa
     assert skipped <= {"Quantus' PixelFlipping has no reversed order, and no map gives it"}
 
 
+def test_the_sample_never_draws_a_row_no_reference_can_recompute(smoke: dict[str, Path]) -> None:
+    from mtlx_core.faithfulness.crosscheck import NO_REFERENCE
+    from mtlx_core.verify import KEY, sample_keys
+
+    with open_readonly(smoke["store"]) as con:
+        stored = {tuple(r) for r in con.execute("SELECT DISTINCT metric, ordering FROM faithfulness").fetchall()}
+        assert ("pixelflip", "lerf") in stored  # the store has such rows
+        drawn = {(k[KEY.index("metric")], k[KEY.index("ordering")]) for seed in range(20)
+                 for k in sample_keys(con, 2, seed)}
+    assert not drawn & set(NO_REFERENCE)
+    assert {m for m, _ in drawn} == set(METRICS)
+
+
 def test_main_prints_the_largest_differences_and_exits_0(smoke: dict[str, Path], capsys: pytest.CaptureFixture[str],
                                                           caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="mtlx_core.verify"):

@@ -12,7 +12,7 @@ from mtlx_core.precompute.presets import STUDY_PRESETS, ExplainSettings
 from mtlx_core.prune.latency import LatencySettings
 
 #: the demo's explanation settings (its metric family, one drawn target per image and task, 50 superpixels,
-#: ``tie_safe`` rounding) without its per-arm Grad-CAM layers and target limits: an audited model is explained at
+#: ``index_safe`` rounding) without its per-arm Grad-CAM layers and target limits: an audited model is explained at
 #: the layer its registration names (``explain_layer``), on 32 images
 AUDIT_EXPLAIN: ExplainSettings = dataclasses.replace(STUDY_PRESETS["demo"].explain, images=32, target_limits=(),
                                                      primary_layers=(), ablation_layers=())

@@ -30,14 +30,17 @@ def _conv_args(node: fx.Node) -> tuple[Any, Any, Any, list[int], list[int], list
     return a[0], a[1], kw.get("bias", a[2]), stride, padding, dilation, groups
 
 
-def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, int]:
-    """Replace every ``conv2d`` by the backend op the eager model runs for ONE image; returns the counts.
+def pin_batch1_conv_backends(gm: fx.GraphModule, example: torch.Tensor, only: set[str] | None = None
+                             ) -> dict[str, int]:
+    """Replace every ``conv2d`` (or only those named in ``only``) by the backend op the eager model runs for ONE
+    image; returns the counts.
 
     The backend is what ``torch._C._select_conv_backend`` picks for the batch-1 input, recorded by running
     ``example[:1]`` through the graph (it depends on shapes and the thread count, so pin after setting threads).
     """
     inputs: dict[fx.Node, torch.Tensor] = {}
-    convs = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is aten.conv2d.default]
+    convs = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is aten.conv2d.default
+             and (only is None or n.name in only)]
 
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> object:
@@ -87,3 +90,27 @@ def bitwise_batch1(fn: Callable[[torch.Tensor], torch.Tensor], rows: list[torch.
     with torch.inference_mode():
         batched = fn(probe)
     return len(rows) == len(probe) and all(torch.equal(batched[i:i + 1], r) for i, r in enumerate(rows))
+
+
+def pool_indices_batch1(gm: fx.GraphModule, probe: torch.Tensor, pools: set[str]) -> bool:
+    """True when the pooling indices of the nodes named in ``pools`` (max poolings returning ``(values,
+    indices)``) of every row of ``gm(probe)`` are those of the row forwarded alone: what ``index_safe`` needs
+    (the rest of the graph may round differently; no index may)."""
+    def indices(x: torch.Tensor) -> list[torch.Tensor]:
+        got: list[torch.Tensor] = []
+
+        class Recorder(fx.Interpreter):
+            def run_node(self, n: fx.Node) -> object:
+                out = super().run_node(n)
+                if n.name in pools and isinstance(out, tuple):
+                    got.append(out[1])
+                return out
+
+        with torch.inference_mode():
+            Recorder(gm).run(x)
+        return got
+
+    batched = indices(probe.contiguous())
+    rows = [indices(probe[i:i + 1].contiguous()) for i in range(len(probe))]
+    return bool(batched) and all(torch.equal(b[i:i + 1], r[k]) for k, b in enumerate(batched)
+                                 for i, r in enumerate(rows))

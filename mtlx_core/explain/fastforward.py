@@ -38,15 +38,21 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import torch
 from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from mtlx_core.explain.conv_pinning import bitwise_batch1, pin_batch1_conv_backends
-from mtlx_core.explain.graph_rewrites import channels_last_max_pool, fold_batchnorm, to_channels_last
+from mtlx_core.explain.conv_pinning import bitwise_batch1, pin_batch1_conv_backends, pool_indices_batch1
+from mtlx_core.explain.graph_rewrites import (
+    channels_last_max_pool,
+    fold_batchnorm,
+    index_sources,
+    indexed_pools,
+    to_channels_last,
+)
 
 logger = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -66,7 +72,10 @@ class ForwardSettings:
     compile: bool = False  # torch.compile the trimmed graph; on small CPU models compile time rarely pays
     #: ``exact``: only the settings above; ``tie_safe``: BN folding and channels-last also in every graph without
     #: max-unpool (no tie can move a value to another pixel there, so rows differ from batch-1 eager forwards
-    #: by float rounding, ~1e-6 relative: DeepLab's dilated convolutions run about 2.5x faster on CPU)
+    #: by float rounding, ~1e-6 relative: DeepLab's dilated convolutions run about 2.5x faster on CPU);
+    #: ``index_safe``: the same, and in graphs with max-unpool everywhere except what the pooling indices depend
+    #: on (SegNet-MTAN's shared encoder stays exact and pinned to batch-1 backends, so every index, and thus
+    #: every pixel a value lands on, is the eager model's; the decoder and the task branches round differently)
     rounding: str = "exact"
 
     def __post_init__(self) -> None:
@@ -77,7 +86,7 @@ class ForwardSettings:
         return asdict(self)
 
 
-ROUNDINGS = ("exact", "tie_safe")
+ROUNDINGS = ("exact", "tie_safe", "index_safe")
 
 
 def has_max_unpool(gm: fx.GraphModule) -> bool:
@@ -205,16 +214,30 @@ class FastForward:
             return self._eager(task)
         key = (task, *x.shape[-2:])
         self._act_bytes[key] = activation_bytes(gm, batch=2)
-        cheap = s.rounding == "tie_safe" and not has_max_unpool(gm)
-        if s.fold_bn or cheap:
-            logger.debug("folded %d BatchNorms into convolutions for %r", fold_batchnorm(gm), task)
+        cheap = s.rounding in ("tie_safe", "index_safe") and not has_max_unpool(gm)
+        # index_safe with max-unpool: only what the pooling indices depend on stays exact
+        keep = index_sources(gm) if s.rounding == "index_safe" and not (cheap or s.fold_bn or s.channels_last) \
+            else None
+        if s.fold_bn or cheap or keep is not None:
+            logger.debug("folded %d BatchNorms into convolutions for %r", fold_batchnorm(gm, keep or set()), task)
         if s.exact_rewrites:
             logger.debug("max poolings routed to the channels-last kernel for %r: %d", task,
                          channels_last_max_pool(gm))
         self.traced[key] = True
-        if s.batch1_numerics and not cheap:
-            gm = self._pinned_if_exact(gm, task, key, probe)
         self.channels_last[key] = s.channels_last or cheap
+        if keep is not None:
+            logger.debug("channels-last weights outside the pooling indices' sources for %r: %d", task,
+                         to_channels_last(gm, keep))
+        if s.batch1_numerics and not cheap:
+            gm = self._pinned_if_exact(gm, task, key, probe, keep)
+        if keep is not None and not pool_indices_batch1(gm, probe, {n.name for n in indexed_pools(gm)}):
+            logger.warning("IROF fast forward for %r: pooling indices depend on the batch here; index_safe falls back "
+                           "to exact rounding", task)
+            exact = FastForward(self.model, replace(s, rounding="exact"))
+            exact._full, exact._probes, exact._refs = self._full, self._probes, self._refs
+            fn_exact = exact._build(task, x)
+            self.bitwise[key] = exact.bitwise.get(key, False)
+            return fn_exact
         if self.channels_last[key]:
             to_channels_last(gm)
         fn: Callable[[torch.Tensor], torch.Tensor] = gm
@@ -223,24 +246,26 @@ class FastForward:
         return fn
 
     def _pinned_if_exact(self, gm: fx.GraphModule, task: str, key: tuple[str, int, int],
-                         probe: torch.Tensor) -> fx.GraphModule:
+                         probe: torch.Tensor, only: set[str] | None = None) -> fx.GraphModule:
         """``gm`` with batch-1 conv backends when that makes its rows bit-identical to batch-1 eager forwards.
 
         Pinning costs speed (batch-1 backends are slower on batches, much slower for dilated convolutions), so a
         pinned graph that still is not bit-identical (e.g. a kernel whose rounding depends on the memory
         alignment of each row) is dropped for the batched kernels, whose rows then differ from batch-1 eager
         forwards by float rounding only. With ``fold_bn``/``channels_last``/``compile`` nothing is bit-identical
-        anyway and the pinned graph is kept unchecked (as requested).
+        anyway and the pinned graph is kept unchecked (as requested); with ``only`` (``index_safe``) only those
+        convolutions are pinned (what pooling indices depend on: their rows stay bit-identical to batch-1 eager
+        forwards, so no tie breaks another way) and the rest rounds differently, unchecked.
         """
         s = self.settings
         pinned = fx.GraphModule(gm, copy.deepcopy(gm.graph))
         try:
-            logger.debug("conv backends pinned for %r: %s", task, pin_batch1_conv_backends(pinned, probe))
+            logger.debug("conv backends pinned for %r: %s", task, pin_batch1_conv_backends(pinned, probe, only))
         except Exception as err:  # e.g. a PyTorch without _select_conv_backend: batched kernels, logged
             logger.warning("IROF fast forward for %r could not pin batch-1 conv backends: %s", task, err)
             self.bitwise[key] = False
             return gm
-        if s.fold_bn or s.channels_last or s.compile:
+        if s.fold_bn or s.channels_last or s.compile or only is not None:
             return pinned
         self.bitwise[key] = bitwise_batch1(pinned, self._reference(task, (key[1], key[2]))[1], probe)
         if self.bitwise[key]:

@@ -1,7 +1,8 @@
 """Rewrites of traced inference graphs (used by ``fastforward`` and ``prune.deploy``).
 
 Exact (same bits, cheaper kernels): :func:`channels_last_max_pool`. Inexact (cheaper, different float
-rounding): :func:`fold_batchnorm`, :func:`to_channels_last`.
+rounding): :func:`fold_batchnorm`, :func:`to_channels_last`, both optionally limited to the nodes outside
+:func:`index_sources` (what pooling indices depend on).
 
 PyTorch's CPU max pooling of an NCHW (contiguous) tensor runs a scalar loop per output element; the
 channels-last kernel is vectorised over channels and applies the same rule (the first maximum of the window in
@@ -77,15 +78,40 @@ def _set_const(gm: fx.GraphModule, name: str, value: torch.Tensor) -> None:
     gm.register_buffer(name, value)
 
 
-def fold_batchnorm(gm: fx.GraphModule) -> int:
-    """Fold every inference ``batch_norm`` that directly follows a ``conv2d`` into it; returns the count."""
+def indexed_pools(gm: fx.GraphModule) -> list[fx.Node]:
+    """The max poolings of ``gm`` whose indices are consumed (by a max-unpool)."""
+    return [n for n in gm.graph.nodes if n.op == "call_function"
+            and n.target in (aten.max_pool2d_with_indices.default, cl_max_pool2d_with_indices)
+            and any(u.op == "call_function" and u.args[1:] == (1,) and u.users for u in n.users)]
+
+
+def index_sources(gm: fx.GraphModule) -> set[str]:
+    """Names of the nodes that a used pooling index depends on: every max pooling whose indices are consumed
+    (by a max-unpool) and all its ancestors, the graph's input included.
+
+    Only these must round exactly as the eager model does: a different rounding there can break a tie another
+    way and move a value to another pixel. Every other node's rounding only changes values by float rounding."""
+    seen: set[str] = set()
+    stack = indexed_pools(gm)
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        stack += list(node.all_input_nodes)
+    return seen
+
+
+def fold_batchnorm(gm: fx.GraphModule, keep: set[str] | frozenset[str] = frozenset()) -> int:
+    """Fold every inference ``batch_norm`` that directly follows a ``conv2d`` into it (except where the conv is
+    named in ``keep``); returns the count."""
     folded = 0
     for bn in list(gm.graph.nodes):
         if bn.op != "call_function" or bn.target is not aten.batch_norm.default:
             continue
         conv = bn.args[0]
         if (not isinstance(conv, fx.Node) or conv.target is not aten.conv2d.default or len(conv.users) != 1
-                or bn.args[5]):  # args[5] = training
+                or bn.args[5] or conv.name in keep):  # args[5] = training
             continue
         try:
             w, b = _const(gm, conv.args[1]), _const(gm, conv.args[2] if len(conv.args) > 2 else None)
@@ -114,10 +140,15 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     return folded
 
 
-def to_channels_last(gm: fx.GraphModule) -> None:
-    """Give every 4-D constant of the graph (conv weights) a channels-last private copy."""
+def to_channels_last(gm: fx.GraphModule, keep: set[str] | frozenset[str] = frozenset()) -> int:
+    """Give every 4-D constant of the graph (conv weights) a channels-last private copy, except constants read by
+    a node named in ``keep``; returns the count. A convolution with a channels-last weight runs channels-last
+    (oneDNN) and its output stays channels-last downstream."""
+    count = 0
     for node in gm.graph.nodes:
-        if node.op == "get_attr":
+        if node.op == "get_attr" and not any(u.name in keep for u in node.users):
             t = getattr(gm, node.target)
             if isinstance(t, torch.Tensor) and t.dim() == 4:
                 _set_const(gm, node.target, t.detach().contiguous(memory_format=torch.channels_last))
+                count += 1
+    return count

@@ -48,6 +48,11 @@ from mtlx_core.tasks.base import DEFAULT_SCORE_OPTIONS, ExplanationTarget, Score
 QUANTUS_BASELINES = {"min": "black", "uniform": "uniform"}
 
 
+#: (metric, ordering) rows that no reference library can recompute, and why (``verify`` samples around them)
+NO_REFERENCE: dict[tuple[str, str], str] = {
+    ("pixelflip", "lerf"): "Quantus' PixelFlipping has no reversed order, and no map gives it"}
+
+
 @dataclass
 class Check:
     """The reference's curve (the metric's step order) and score, or ``note``: why there is none."""
@@ -136,7 +141,7 @@ def reference_check(metric: Metric, f: R.ScalarFn, image: np.ndarray, saliency: 
     if isinstance(metric, PixelFlipping):
         s = metric.settings
         if lerf:
-            return Check(note="Quantus' PixelFlipping has no reversed order, and no map gives it")
+            return Check(note=NO_REFERENCE[("pixelflip", "lerf")])
         if s.fill not in QUANTUS_BASELINES:
             return Check(note=f"Quantus has no baseline for fill {s.fill!r}")
         res = R.quantus_pixel_flipping_ref(f, x, a, metric.features_in_step(shape, x.shape[0]),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlx_core.precompute.jobs import Env, Job, run_job
+from mtlx_core.precompute.jobs import Env, Job, job_threads, run_job
 from mtlx_core.precompute.nodes import Node, Prepared
 from mtlx_core.store.writer import UnitRows
 
@@ -99,6 +99,10 @@ class Backend(ABC):
     def fits(self, kind: str) -> bool:
         """Whether a unit of ``kind`` can start now."""
 
+    def fits_job(self, kind: str, job: Job) -> bool:
+        """Whether the resolved ``job`` can start now (``fits`` by default: room depends on the kind only)."""
+        return self.fits(kind)
+
     @abstractmethod
     def submit(self, node: Node, job: Job) -> None:
         """Start ``job`` (the resolved ``node``)."""
@@ -135,8 +139,10 @@ class LocalBackend(Backend):
 
 class ProcessBackend(Backend):
     """``--workers`` processes of this machine (the standard library's process pool, spawned: no Ray needed), one
-    job each at a time, ``--threads`` torch threads per process (default 1). A job's exception is reported like
-    Ray's; a worker that dies breaks the pool: its units are reported as failed and a rerun resumes them."""
+    job each at a time, ``--threads`` torch threads per process (default 1). A job whose training configuration
+    fixes its threads (``TrainConfig.threads``: training, pruning, controls) takes that many workers' room, so the
+    machine is never oversubscribed. A job's exception is reported like Ray's; a worker that dies breaks the pool:
+    its units are reported as failed and a rerun resumes them."""
 
     def __init__(self, env: Env, workers: int) -> None:
         import multiprocessing
@@ -146,13 +152,24 @@ class ProcessBackend(Backend):
         self.workers = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         self.running: dict[Any, str] = {}  # future -> node key
+        self.slots: dict[Any, int] = {}  # future -> workers' room it takes
         logger.info("process pool: %d workers, %d torch thread(s) each", workers, self.env.threads)
 
+    def room(self, job: Job) -> int:
+        """Workers' room ``job`` takes: its training configuration's threads (at most every worker), else 1."""
+        threads = job_threads(job)
+        return min(self.workers, threads) if threads else 1
+
     def fits(self, kind: str) -> bool:
-        return len(self.running) < self.workers
+        return sum(self.slots.values()) < self.workers
+
+    def fits_job(self, kind: str, job: Job) -> bool:
+        return sum(self.slots.values()) + self.room(job) <= self.workers
 
     def submit(self, node: Node, job: Job) -> None:
-        self.running[self.pool.submit(run_job, job, self.env)] = node.key
+        fut = self.pool.submit(run_job, job, self.env)
+        self.running[fut] = node.key
+        self.slots[fut] = self.room(job)
 
     def poll(self) -> list[tuple[str, list[UnitRows] | None, str | None]]:
         import traceback
@@ -164,6 +181,7 @@ class ProcessBackend(Backend):
         out: list[tuple[str, list[UnitRows] | None, str | None]] = []
         for fut in done:
             key = self.running.pop(fut)
+            self.slots.pop(fut, None)
             try:
                 out.append((key, fut.result(), None))
             except Exception as exc:  # the job raised (its traceback), or the pool broke
@@ -233,20 +251,32 @@ class RayBackend(Backend):
     def free(self) -> dict[str, float]:
         return {k: self.total[k] - self.used[k] for k in self.total}
 
-    def need(self, kind: str) -> tuple[float, float]:
+    def need(self, kind: str, job: Job | None = None) -> tuple[float, float]:
+        """CPUs and GPUs a unit claims: ``--cpus``/``--gpus`` of its kind; at least the threads its training
+        configuration fixes (``TrainConfig.threads``), at most the cluster's CPUs."""
         gpus = self.s.gpus.get(kind, 1.0 if self.total["GPU"] and kind in GPU_KINDS else 0.0)
-        return self.s.cpus.get(kind, 1.0), gpus
+        cpus = self.s.cpus.get(kind, 1.0)
+        threads = job_threads(job) if job is not None else None
+        if threads:
+            cpus = max(cpus, min(float(threads), self.total["CPU"] or float(threads)))
+        return cpus, gpus
 
     def fits(self, kind: str) -> bool:
+        return self._fits(kind, None)
+
+    def fits_job(self, kind: str, job: Job) -> bool:
+        return self._fits(kind, job)
+
+    def _fits(self, kind: str, job: Job | None) -> bool:
         self._refresh()
-        cpus, gpus = self.need(kind)
+        cpus, gpus = self.need(kind, job)
         if cpus > self.total["CPU"] or gpus > self.total["GPU"]:
             raise ValueError(f"a {kind} unit needs {cpus:g} CPUs and {gpus:g} GPUs; the cluster has "
                              f"{self.total['CPU']:g} CPUs and {self.total['GPU']:g} GPUs (--cpus / --gpus)")
         return cpus <= self.free["CPU"] + 1e-9 and gpus <= self.free["GPU"] + 1e-9
 
     def submit(self, node: Node, job: Job) -> None:
-        cpus, gpus = self.need(node.kind)
+        cpus, gpus = self.need(node.kind, job)
         env = self.env if self.env.threads else Env(**{**self.env.__dict__, "threads": max(1, int(cpus))})
         ref = self.remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=self.s.retries,
                                   retry_exceptions=False, name=f"mtlx:{node.kind}").remote(job, env)
@@ -325,6 +355,10 @@ def execute(order: list[Node], resolve: Callable[[Node], Prepared | None], backe
             if prep.claims & held:
                 still.append(node)
                 continue
+            if prep.job is not None and not backend.fits_job(node.kind, prep.job):
+                # it needs more room than is free: later nodes wait too, or they would starve it
+                still += pending[pending.index(node):]
+                break
             if prep.local is not None:  # a driver-side unit: store reads only
                 for unit in prep.local():
                     commit(unit)

@@ -22,11 +22,12 @@ _NOT_IN_VARIANT = {"summary", "segments", "pixels_per_step", "direction"}
 
 def metric_sets(settings: ExplainSettings) -> list[list[Metric]]:
     """Metric objects per ``evaluate`` call: the first holds every selected metric (IROF with the first fill
-    mode); each further IROF fill mode runs with its own AbPC."""
+    mode); each further IROF fill mode runs with its own AbPC (when AbPC is IROF's: ``abpc`` ``of``)."""
     names = settings.metric_names()
-    if "abpc" in names and "irof" not in names:
-        raise ValueError("metric abpc is computed from IROF's curves: select irof too (or drop abpc)")
     options = settings.options()
+    base = str(options.get("abpc", {}).get("of", "irof"))
+    if "abpc" in names and base not in names:
+        raise ValueError(f"metric abpc is computed from {base}'s curves: select {base} too (or drop abpc)")
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise ValueError(f"options given for metric(s) {unknown} that the study does not compute: {', '.join(names)}")
@@ -39,7 +40,7 @@ def metric_sets(settings: ExplainSettings) -> list[list[Metric]]:
     sets = [first]
     if "irof" in names:
         for fill in settings.fill_modes[1:]:
-            extra = ["irof", *(["abpc"] if "abpc" in names else [])]
+            extra = ["irof", *(["abpc"] if "abpc" in names and base == "irof" else [])]
             sets.append(build_metrics(extra, irof_options(fill) | {n: options[n] for n in extra[1:] if n in options}))
     return sets
 

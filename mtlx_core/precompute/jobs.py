@@ -207,6 +207,13 @@ JOBS: dict[str, Callable[..., list[UnitRows]]] = {
     "explain": explain_job, "layer": layer_job, "sanity": sanity_job}
 
 
+def job_threads(job: Job) -> int | None:
+    """The torch threads a training, pruning or control job runs with (its ``TrainConfig.threads``; None: the
+    worker's)."""
+    cfg = job.kwargs.get("cfg") if job.fn in ("train", "prune", "control") else None
+    return cfg.threads if isinstance(cfg, TrainConfig) else None
+
+
 def run_job(job: Job, env: Env) -> list[UnitRows]:
     """Run ``job`` in this process (the local executor, or a Ray worker)."""
     if env.plugins:

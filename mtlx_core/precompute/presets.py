@@ -90,7 +90,8 @@ class ExplainSettings:
     batch1_numerics: bool = True  # IROF rows bit-identical to batch-1 eager forwards (agreement with Quantus, D20)
     fold_bn: bool = False  # BN folded into convs: faster, but the rounding change flips max-unpool ties (SegNet)
     channels_last: bool = False  # idem
-    #: ``tie_safe``: BN folding and channels-last in every graph without max-unpool (DeepLab; ~2.5x faster)
+    #: ``tie_safe``: BN folding and channels-last in every graph without max-unpool (DeepLab; ~2.5x faster);
+    #: ``index_safe``: also in SegNet-MTAN's decoder and task branches, all but what max-unpool's indices depend on
     rounding: str = "exact"
     #: MiB for a chunk of perturbed images' activations; None: from the device (``mtlx_core.faithfulness.memory``:
     #: on CUDA free memory x ``gpu_share`` x 0.5, on CPU 1024); speed only, not in the key
@@ -195,8 +196,9 @@ class StudyPreset:
 
 
 SMOKE_SYNTH = {"n_train": 16, "n_val": 4, "height": 32, "width": 64, "seed": 0}
+#: the smoke arms train their tiny models with one thread (``TrainConfig.threads``), FAMO's parent included
 SMOKE_TRAIN = {"data_root": synth_cache(SMOKE_SYNTH), "synth": SMOKE_SYNTH, "width": 0.0625, "iterations": 4,
-               "batch_size": 2, "checkpoint_every": 2, "eval_every": 0}
+               "batch_size": 2, "checkpoint_every": 2, "eval_every": 0, "threads": 1}
 
 _ARMS_DEMO = (  # the fastest arm first: it is browsable soonest (demo_tuning.md, rounds 6 and 8)
     # DiSparse's magnitude variant (D7's second): the static one retrains the dense recipe at every level
@@ -246,19 +248,25 @@ _DEMO_EXPLAIN = ExplainSettings(
                     ("demo_segnet_mtan_hrank:depth", "dec_stage2"),
                     ("demo_segnet_mtan_hrank:normals", "task_att_dec1")),
     ablation_layers=("d11_conv2",),
-    # the metric family within the 20-minute budget (docs/demo_tuning.md, rounds 7-8): one random ordering for
+    # the metric family within the 20-minute budget (docs/demo_tuning.md, rounds 7-8, 10): one random ordering for
     # the curve metrics (two did not change FAMO's segmentation p in the demo store and cost ~15 % of the
     # explain time; the paper presets use D24's five), five for the localisation metrics (no forwards);
-    # Deletion and Insertion in 8 steps, most relevant first and random (AbPC: IROF's curves)
-    # DeepLab's graphs (no max-unpool) with BN folded, channels-last: 2.6x faster units (round 8)
-    rounding="tie_safe",
+    # Deletion and Insertion in 8 steps, most relevant first and random; AbPC from Deletion's curves (its least
+    # relevant first costs 8 forwards per target and explainer, IROF's 50: a quarter of the explain time; the
+    # paper presets keep AbPC of IROF)
+    # DeepLab's graphs (no max-unpool) with BN folded, channels-last: 2.6x faster units (round 8); SegNet-MTAN's
+    # too except its shared encoder, whose pooling indices the decoder's max-unpool reads (13 % faster units,
+    # round 10)
+    rounding="index_safe",
     metrics=("irof", "deletion", "insertion", "abpc", "rma", "pointing", "leakage"), n_random=1,
     # issue 21: Grad-CAM everywhere; Grad-CAM++ and HiResCAM (same backward) on the dense models and the first
-    # pruned level of each arm (a sub-grid, said so in the app; the verdict needs a pruned level). Every metric runs
-    # on every explainer, so each extra explainer on a model costs about that model's explain time again (not yet
-    # timed in the whole demo)
+    # pruned level of each arm (a sub-grid, said so in the app; the verdict needs a pruned level). Every metric
+    # runs on every explainer, so each extra explainer on a model costs about that model's explain time again
     explainers=("gradcam", "gradcampp", "hirescam"), extra_explainers_on="dense_and_first_level",
-    metric_options=(*((m, (("n_steps", 8), ("orderings", ("morf", "random")))) for m in ("deletion", "insertion")),
+    metric_options=(("irof", (("orderings", ("morf", "random")),)),
+                    ("deletion", (("n_steps", 8), ("orderings", ("morf", "lerf", "random")))),
+                    ("insertion", (("n_steps", 8), ("orderings", ("morf", "random")))),
+                    ("abpc", (("of", "deletion"),)),
                     *((m, (("n_random", 5),)) for m in ("rma", "pointing", "leakage"))))
 #: paper scale: D11's layers are primary, every registered layer is computed too (the layer ablation)
 _PAPER_EXPLAIN = ExplainSettings(images=64, batch_images=8, max_targets=None, ablation_layers=("all",),

@@ -39,7 +39,7 @@ from mtlx_core.prune.record import (
 from mtlx_core.prune.registry import get_method
 from mtlx_core.runs import DEFAULT_MODELS_DIR, RunError, is_complete, load_run, read_json, run_dir
 from mtlx_core.train.config import TrainConfig
-from mtlx_core.train.loop import TrainCallback, TrainResult, prepare_data, resolve_device, train
+from mtlx_core.train.loop import TrainCallback, TrainResult, prepare_data, resolve_device, train, training_threads
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,15 @@ def prune_run(parent_id: str, method: str, sparsity: float, *, variant: str | No
     m = check_request(method, sparsity, variant)
     parent_cfg, variant, p, ft = finetune_plan(m, parent_id, variant, preset, finetune_iterations, models_dir,
                                                data_root, device, parent_config)
+    with training_threads(ft):  # selection (HRank's ranks, DiSparse's scores) and fine-tuning
+        return _prune_run(m, parent_id, method, sparsity, variant, finetune_iterations, preset, models_dir, device,
+                          data_root, progress, parent_cfg, p, ft)
+
+
+def _prune_run(m: PruningMethod, parent_id: str, method: str, sparsity: float, variant: str | None,
+               finetune_iterations: int | None, preset: str | None, models_dir: str | Path, device: str | None,
+               data_root: str | None, progress: bool, parent_cfg: TrainConfig, p: PrunePreset, ft: TrainConfig
+               ) -> TrainResult:
     root_id = parent_id
     previous = m.previous_level(sparsity)
     if previous is not None:

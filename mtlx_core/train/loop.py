@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -142,10 +143,31 @@ def build_for(cfg: TrainConfig, tasks: dict[str, Task]) -> MultiTaskModel:
     return build_model(cfg.arch, {n: t.out_channels for n, t in tasks.items()}, cfg.width, **cfg.arch_kwargs)
 
 
+@contextlib.contextmanager
+def training_threads(cfg: TrainConfig) -> Iterator[None]:
+    """Run the block with ``cfg.threads`` torch CPU threads (unchanged when None), restored afterwards."""
+    old = torch.get_num_threads()
+    if cfg.threads is not None and cfg.threads != old:
+        torch.set_num_threads(cfg.threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def train(cfg: TrainConfig, models_dir: str | Path = DEFAULT_MODELS_DIR, *, model: MultiTaskModel | None = None,
           callbacks: Sequence[TrainCallback] = (), run_id: str | None = None,
           extra_config: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
-    """Train (or resume, or return the finished run) and save ``models_dir/<run_id>/``."""
+    """Train (or resume, or return the finished run) and save ``models_dir/<run_id>/``, with ``cfg.threads``
+    torch threads (``training_threads``)."""
+    with training_threads(cfg):
+        return _train(cfg, models_dir, model, callbacks, run_id, extra_config, progress)
+
+
+def _train(cfg: TrainConfig, models_dir: str | Path, model: MultiTaskModel | None,
+           callbacks: Sequence[TrainCallback], run_id: str | None, extra_config: dict[str, Any] | None,
+           progress: bool) -> TrainResult:
     run_id = run_id or cfg.run_id()
     path = run_dir(run_id, models_dir)
     if is_complete(path):
