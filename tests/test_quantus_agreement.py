@@ -98,36 +98,21 @@ def test_irof_agrees_with_quantus_on_deeplab_whose_rows_use_batched_kernels() ->
     assert [(t, n, ours, theirs) for t, n, ours, theirs in rows if abs(ours - theirs) > TOL] == []
 
 
-def test_tie_safe_rounding_folds_deeplab_and_still_agrees_with_quantus() -> None:
-    """``rounding="tie_safe"`` folds BN and runs channels-last in DeepLab's graphs (no max-unpool): the AOCs agree
-    with Quantus to 1e-4 relative (a depth bin whose clean score is near zero divides the rounding by it: 1e-3
-    absolute on an AOC of 23 here; the exact default keeps D20's 1e-4 absolute)."""
+@pytest.mark.parametrize(("arch", "rounding"), [("deeplab_resnet34", "tie_safe"), ("segnet_mtan", "index_safe")])
+def test_cheaper_roundings_still_agree_with_quantus(arch: str, rounding: str) -> None:
+    """``rounding="tie_safe"`` folds BN and runs channels-last in DeepLab's graphs (no max-unpool);
+    ``"index_safe"`` does so in SegNet-MTAN's decoder and task branches while the shared encoder (what the
+    max-unpool indices depend on) stays pinned to batch-1 backends, so no value lands on another pixel. Either way
+    the AOCs agree with Quantus to 1e-4 relative (a depth bin whose clean score is near zero divides the rounding
+    by it: 1e-3 absolute on an AOC of 23 on DeepLab; the exact default keeps D20's 1e-4 absolute)."""
     from _explain_models import calibrated_study_model
 
     from mtlx_core.explain.fastforward import ForwardSettings
 
     images = torch.nn.functional.interpolate(images_of("skimage")[:1], size=(32, 64), mode="bilinear",
                                              align_corners=False)
-    model = calibrated_study_model("deeplab_resnet34", images)
-    rows = agreement(model, images, IrofSettings(baselines=(), forward=ForwardSettings(rounding="tie_safe")),
-                     per_task=2)
-    assert {task for task, *_ in rows} == {"segmentation", "depth", "normals"}
-    assert [(t, n, ours, theirs) for t, n, ours, theirs in rows if abs(ours - theirs) > TOL * max(1.0, abs(theirs))
-            ] == []
-
-
-def test_index_safe_rounding_on_segnet_mtan_still_agrees_with_quantus() -> None:
-    """``rounding="index_safe"`` folds BN and runs channels-last in SegNet-MTAN's decoder and task branches while
-    the shared encoder (what the max-unpool indices depend on) stays pinned to batch-1 backends: no value lands on
-    another pixel, so the AOCs agree with Quantus to 1e-4 relative, as ``tie_safe`` does for DeepLab."""
-    from _explain_models import calibrated_study_model
-
-    from mtlx_core.explain.fastforward import ForwardSettings
-
-    images = torch.nn.functional.interpolate(images_of("skimage")[:1], size=(32, 64), mode="bilinear",
-                                             align_corners=False)
-    model = calibrated_study_model("segnet_mtan", images)
-    rows = agreement(model, images, IrofSettings(baselines=(), forward=ForwardSettings(rounding="index_safe")),
+    model = calibrated_study_model(arch, images)
+    rows = agreement(model, images, IrofSettings(baselines=(), forward=ForwardSettings(rounding=rounding)),
                      per_task=2)
     assert {task for task, *_ in rows} == {"segmentation", "depth", "normals"}
     assert [(t, n, ours, theirs) for t, n, ours, theirs in rows if abs(ours - theirs) > TOL * max(1.0, abs(theirs))
