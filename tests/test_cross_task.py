@@ -170,6 +170,29 @@ def test_an_all_zero_task_map_has_no_similarity_and_the_reading_says_why(tmp_pat
                     "maps are all zero on every image, so its maps cannot be compared with the others'.")
 
 
+def test_a_level_pruned_from_the_previous_one_is_compared_with_the_dense_model(tmp_path: Path) -> None:
+    """HRank's rounds: p1 is pruned from p0, which is pruned from d0; p1's change is from d0, not from p0, and a
+    dense-only model's all-zero maps (no similarity on any image) give no test instead of an error."""
+    rng = np.random.default_rng(5)
+    level2 = {**PRUNED, "model_id": "p1", "target_sparsity": 0.75, "achieved_sparsity": 0.74, "parent_id": "p0"}
+    blank = {**PRUNED, "model_id": "z0", "target_sparsity": 0.9, "achieved_sparsity": 0.9, "parent_id": "p1"}
+    expl = []
+    for i in range(8):
+        img, same = f"i{i}", _random_map(rng)
+        expl += [_expl("d0", img, "segmentation", 0, _random_map(rng)), _expl("d0", img, "depth", 0, _random_map(rng)),
+                 _expl("p0", img, "segmentation", 0, same), _expl("p0", img, "depth", 0, same),
+                 _expl("p1", img, "segmentation", 0, same), _expl("p1", img, "depth", 0, 1 - same),
+                 _expl("z0", img, "segmentation", 0, np.zeros(SHAPE)), _expl("z0", img, "depth", 0, same)]
+    df = query.cross_task_vs_sparsity(_build(tmp_path / "s.duckdb", [DENSE, PRUNED, level2, blank], expl),
+                                      "spearman", n_boot=100)
+    rows = df.set_index("model_id")
+    assert set(rows["parent_id"].drop("d0")) == {"d0"}
+    assert rows.loc["p1", "mean"] == pytest.approx(-1.0)
+    assert rows.loc["p1", "delta"] == pytest.approx(-1.0 - rows.loc["d0", "mean"])  # from d0 (p0's mean is 1)
+    assert rows.loc["z0", "n_paired"] == 0
+    assert np.isnan(rows.loc["z0", "delta"])
+
+
 def test_a_dense_only_store_has_the_dense_value_and_no_sparsity_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     a = _random_map(rng)

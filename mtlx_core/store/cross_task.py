@@ -17,8 +17,9 @@ Definition
 - Per model and task pair: the mean over images with a 95 % percentile bootstrap interval over images
   (``aggregate.group_intervals``).
 - How it moves with sparsity: per arm and task pair, the dense model (sparsity 0), each pruned level and the
-  training-budget control (x = achieved sparsity). Each pruned or control model against its dense model (its
-  ``parent_id``): the mean per-image change (model minus dense on the same images) with its bootstrap interval, the
+  training-budget control (x = achieved sparsity). Each pruned or control model against its dense model
+  (``parent_id``: the dense model it descends from, also for a level pruned from the previous one): the mean
+  per-image change (model minus dense on the same images) with its bootstrap interval, the
   two-sided Wilcoxon signed-rank p-value over images (``stats.effects.wilcoxon_p``) and Holm's correction over the
   arm's levels (one family per arm, dense model and task pair; ``stats.trend.adjust_within``). ``change`` says it in
   words: ``more alike`` / ``less alike`` (Holm-adjusted p < 0.05) or ``no significant change``.
@@ -203,7 +204,19 @@ def _points(store: Store) -> pd.DataFrame:
     dense = pts["parent_id"].isna()
     pts["role"] = np.where(dense, "dense", np.where(pts["pruning_method"] == "control", "control", "pruned"))
     pts["sparsity"] = np.where(dense, 0.0, pts["achieved"].astype(np.float64))
+    # a level pruned from the previous one (HRank's rounds) is compared with the dense model it descends from
+    parent_of = dict(zip(models["model_id"], models["parent_id"], strict=True))
+    pts["parent_id"] = [None if isinstance(p, float) or p is None else _root(p, parent_of) for p in pts["parent_id"]]
     return pts[["arm_id", "model_id", "parent_id", "role", "seed", "sparsity", "target_sparsity"]]
+
+
+def _root(model_id: str, parent_of: dict[str, object]) -> str:
+    """The dense model ``model_id`` descends from (its parents followed until one has none)."""
+    seen = {model_id}
+    while isinstance(parent_of.get(model_id), str) and parent_of[model_id] not in seen:
+        model_id = str(parent_of[model_id])
+        seen.add(model_id)
+    return model_id
 
 
 def _change(r: pd.Series) -> str:
@@ -232,7 +245,7 @@ def cross_task_vs_sparsity(store: Store, measure: str = "spearman", n_boot: int 
                            aggfunc="first")
     stats = []
     for r in out.itertuples(index=False):
-        if r.role == "dense" or (r.parent_id, r.task_a, r.task_b) not in wide.index:
+        if r.role == "dense" or any((m, r.task_a, r.task_b) not in wide.index for m in (r.parent_id, r.model_id)):
             stats.append((math.nan, math.nan, math.nan, math.nan, 0, math.nan))
             continue
         ref = wide.loc[(r.parent_id, r.task_a, r.task_b)]
