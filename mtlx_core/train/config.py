@@ -143,9 +143,10 @@ DEMO_SYNTH = {"n_train": 320, "n_val": 128, "height": 64, "width": 96, "seed": 0
 DEMO_DATA = synth_cache(DEMO_SYNTH)
 #: the demo's models are trained with a fixed number of torch threads wherever they are trained
 #: (``TrainConfig.threads``): the same weights from the demo's two precompute workers, from ``--workers 1`` and on
-#: any number of cores. One thread, except FAMO's parent: its segmentation explanations beat chance for the
-#: two-thread training the demo's layers were chosen on, and for none of four one-thread trainings (seeds 0-3;
-#: docs/demo_tuning.md, round 10), so it keeps two (precompute's workers give such a unit two workers' room)
+#: any number of cores. One thread, except FAMO's parent: the two-thread training the demo's layers were chosen
+#: on beats chance for both tasks; of four one-thread trainings (seeds 0-3) none does on held-out images, seed 0
+#: missing on segmentation and seed 3 on depth (docs/demo_tuning.md, round 10), so it keeps two (precompute's
+#: workers give such a unit two workers' room)
 DEMO_TRAIN_THREADS = 1
 DEMO_FAMO_TRAIN_THREADS = 2
 
