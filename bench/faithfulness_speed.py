@@ -2,6 +2,7 @@
 
     python bench/faithfulness_speed.py [--run RUN_ID --models-dir D] [--images 8] [--targets N] [--size 64 96]
                                        [--ref-every 4] [--threads 2] [--metrics irof,deletion,...] [--device cuda]
+                                       [--rounding exact|tie_safe|index_safe]
 
 Model: a trained run (``--run``), else an untrained ``build_model("segnet_mtan", ...)`` at the demo width (the
 ``demo_segnet_mtan`` preset: 0.125, the synthetic rooms' classes, depth and normals), seed 0, with BatchNorm
@@ -9,7 +10,8 @@ statistics re-estimated on the benchmark images (identity BN on Xavier weights g
 noise). Images: NYUv2 frames of ``../shared/data`` resized to ``--size`` (scikit-image photos, with a note,
 where absent). Maps: Grad-CAM of every target of the three tasks (``--targets N``: the first N per task and
 image; all-zero maps skipped). Each metric (its defaults, study fill for Deletion) is computed by the engine
-(``evaluate``, most relevant first, default forwards, one prepared ``FastForward`` shared by all metrics, SLIC
+(``evaluate``, most relevant first, one prepared ``FastForward`` with the demo preset's ``index_safe`` rounding
+unless ``--rounding`` says otherwise, shared by all metrics, SLIC
 included in IROF's time) and by its reference (``faithfulness.crosscheck``: Quantus 0.6.0, pytorch-grad-cam,
 RISE's loop, one image and map per call, eager model) on the same maps; ``--ref-every k`` runs the reference
 on every k-th map and scales its time by the number of maps. Threads: ``--threads`` (default 2) for both.
@@ -40,7 +42,7 @@ from _explain_models import photos, real_images  # noqa: E402
 from irof_speed import calibrate_bn  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from mtlx_core.data.layout import get_dataset_spec  # noqa: E402
-from mtlx_core.explain.fastforward import ALL_TASKS, FastForward, ForwardSettings  # noqa: E402
+from mtlx_core.explain.fastforward import ALL_TASKS, ROUNDINGS, FastForward, ForwardSettings  # noqa: E402
 from mtlx_core.explain.gradcam import explain  # noqa: E402
 from mtlx_core.explain.superpixels import compute_superpixels  # noqa: E402
 from mtlx_core.faithfulness import Engine, EngineSettings, FamilySettings, build_metrics, evaluate  # noqa: E402
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--metrics", default="irof,deletion,insertion,road,region,pixelflip,faithcorr")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    ap.add_argument("--rounding", default="index_safe", choices=ROUNDINGS,
+                    help="the engine's forward rounding (default index_safe, the demo preset's)")
     args = ap.parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("mtlx_core.faithfulness.engine").setLevel(logging.INFO)  # the chunk of each graph
@@ -99,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(len(images)):
             items += [e for e in exps if e.image_index == i][: args.targets]
     print(f"model: {what} on {args.device}; images: {len(images)} x {size} from {source}; "
-          f"torch threads {torch.get_num_threads()}; "
+          f"torch threads {torch.get_num_threads()}; engine rounding {args.rounding}; "
           f"{len(items)} Grad-CAM maps {({t: sum(e.task == t for e in items) for t in tasks})}")
-    fwd = FastForward(model, ForwardSettings())
+    fwd = FastForward(model, ForwardSettings(rounding=args.rounding))
     for graph in [*tasks, ALL_TASKS]:  # trace every graph before timing anything
         fwd(graph, on_device[:2])
     family = FamilySettings(orderings=("morf",))

@@ -169,18 +169,8 @@ class LiveResult:
     """One explainer's maps of every target of one task on one image, and the model's clean prediction."""
 
     task: str
-    prediction: np.ndarray  # display form: labels (H, W), depth (H, W) or normals (H, W, 3)
+    prediction: np.ndarray  # the store's form (``Task.stored_prediction``): labels / depth (H, W), normals (3, H, W)
     maps: dict[int, Explanation]
-
-
-def display_prediction(task: str, pred: torch.Tensor) -> np.ndarray:
-    """A task output ``(C, H, W)`` as an array to show: class labels, depth, or normals in [0, 1] RGB."""
-    p = pred.detach().cpu()
-    if task == "segmentation":
-        return p.argmax(0).numpy()
-    if task == "depth":
-        return p[0].numpy()
-    return ((p.permute(1, 2, 0) + 1.0) / 2.0).clamp(0, 1).numpy()
 
 
 def explain_image(lm: LiveModel, x: torch.Tensor, task: str, layer: str | None = None,
@@ -203,7 +193,7 @@ def explain_image(lm: LiveModel, x: torch.Tensor, task: str, layer: str | None =
             exps = method.explain(lm.model, x, lm.tasks[task], layer or lm.task_layers.get(task) or lm.layer or None)
         finally:
             handle.remove()
-    return LiveResult(task, display_prediction(task, outputs[0][0]), {e.target_id: e for e in exps})
+    return LiveResult(task, lm.tasks[task].stored_prediction(outputs[0][0]), {e.target_id: e for e in exps})
 
 
 def irof_target(lm: LiveModel, x: torch.Tensor, explanation: Explanation, superpixels: Superpixels,

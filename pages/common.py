@@ -13,12 +13,30 @@ import pandas as pd
 import streamlit as st
 
 from mtlx_core.store import query
+from pages import figures
 
-TASK_LABELS = {"segmentation": "Segmentation", "depth": "Depth", "normals": "Surface normals"}
 THUMBNAILS = 8  # images shown as thumbnails above the picker (all are in the picker)
 METHOD_LABELS = {"gradcam": "Grad-CAM", "random": "random baseline", "reversed": "reversed baseline"}
 EXPLAINER_LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
                     "layercam": "LayerCAM", "scorecam": "Score-CAM", "integrated_gradients": "Integrated Gradients"}
+
+
+def task_labels(store: query.Store) -> dict[str, str]:
+    """``{task: label}`` of every task in the store (plugin tasks too: ``query.task_info``)."""
+    return {t: i["label"] for t, i in q(store, "task_info").items()}
+
+
+def prediction_figure(store: query.Store, task: str, pred: Any, classes: Sequence[str], title: str,
+                      height: int = 220) -> Any:
+    """``figures.prediction`` drawn as the task's recorded display kind, with its label on the hover."""
+    info = q(store, "task_info").get(task, {})
+    return figures.prediction(info.get("display", "scalar"), pred, classes, title, height,
+                              quantity=str(info.get("label", task)).lower())
+
+
+def arm_tasks(tasks: Sequence[str]) -> list[str]:
+    """An arm's (or any) tasks in the app's order (``query.task_order``)."""
+    return query.task_order(list(tasks))
 
 
 def explainer_label(name: str) -> str:

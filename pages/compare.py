@@ -11,8 +11,8 @@ from mtlx_core.store import query
 from pages import explainer_grid, figures
 from pages.common import (
     ORDERING_LABELS,
-    TASK_LABELS,
     VALUE_SHORT,
+    arm_tasks,
     class_names,
     explainer_label,
     keep_in_url,
@@ -25,9 +25,11 @@ from pages.common import (
     pick_metric,
     pick_target,
     pick_value,
+    prediction_figure,
     q,
     sparsity_label,
     store_or_stop,
+    task_labels,
 )
 
 st.title("Compare explanations across sparsity")
@@ -38,6 +40,7 @@ URL_KEYS = (
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
+task_label = task_labels(store)
 
 arm = pick_arm(store, "cmp_arm")
 levels = q(store, "arm_models", arm.name)
@@ -57,12 +60,12 @@ if len(chosen) < 2:
 chosen = [m for m in levels["model_id"] if m in chosen]  # dense first, then by sparsity
 dense_id = str(arm["dense_model_id"])
 
-task_options = [t for t in TASK_LABELS if t in list(arm["tasks"])]
+task_options = arm_tasks(arm["tasks"])
 if st.session_state.get("drill_task") in task_options and "cmp_task" not in st.session_state:
     st.session_state["cmp_task"] = st.session_state["drill_task"]
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
-    task = st.selectbox("Task", task_options, format_func=TASK_LABELS.get, key="cmp_task")
+    task = st.selectbox("Task", task_options, format_func=task_label.get, key="cmp_task")
     layer, layer_label = pick_layer(store, chosen, "cmp_layer", task)
 image_id = pick_image(store, chosen, "cmp_image")
 with c2:
@@ -78,7 +81,7 @@ maps = q(store, "saliency_maps", chosen, image_id, task, target_id, layer, expla
 preds = q(store, "predictions", chosen, image_id, task)
 classes = class_names(str(arm["dataset"]))
 
-st.subheader(f"{ex_name} at layer {layer_label} for {TASK_LABELS[task].lower()} target “{target_name}”")
+st.subheader(f"{ex_name} at layer {layer_label} for {task_label[task].lower()} target “{target_name}”")
 cols = st.columns(len(chosen))
 height = figures.fit_height(image.shape, len(chosen))
 for col, m in zip(cols, chosen, strict=True):
@@ -91,7 +94,7 @@ for col, m in zip(cols, chosen, strict=True):
             st.info(f"{label_of[m]}: this target is not explained for this model at this layer (its prediction has "
                     "no such pixels, or the layer was not explained for it).")
         if m in preds:
-            st.plotly_chart(figures.prediction(task, preds[m], classes, f"prediction · {label_of[m]}", height),
+            st.plotly_chart(prediction_figure(store, task, preds[m], classes, f"prediction · {label_of[m]}", height),
                             key=f"cmp_pred_{m}")
 
 st.subheader("Faithfulness of these explanations")

@@ -59,25 +59,28 @@ def overlay(image: np.ndarray, saliency: np.ndarray, title: str, labels: np.ndar
     return _image_layout(fig, title, height)
 
 
-def prediction(task: str, pred: np.ndarray, classes: Sequence[str], title: str, height: int = 220) -> go.Figure:
-    """A model's clean prediction: class map, depth map or normals as RGB."""
+def prediction(display: str, pred: np.ndarray, classes: Sequence[str], title: str, height: int = 220,
+               quantity: str = "value") -> go.Figure:
+    """A model's clean prediction as its task's ``display`` kind draws it (``query.task_info``): ``labels`` a class
+    map, ``scalar`` a heatmap of ``quantity``, ``rgb`` a 3-channel field in [-1, 1] (or [0, 1]) as colours."""
     pred = np.asarray(pred)
-    if task == "segmentation":
+    if display == "labels":
         n = len(classes)
         scale = [[v, CLASS_PALETTE[i % len(CLASS_PALETTE)]] for i in range(n) for v in (i / n, (i + 1) / n)]
         names = np.asarray(classes, dtype=object)[np.clip(pred.astype(int), 0, n - 1)]
         fig = go.Figure(go.Heatmap(z=pred.astype(float) + 0.5, zmin=0, zmax=n, colorscale=scale, showscale=False,
                                    customdata=names, hovertemplate="%{customdata}<extra></extra>"))
         fig.update_yaxes(autorange="reversed")
-    elif task == "depth":
-        fig = go.Figure(go.Heatmap(z=pred.astype(np.float32), colorscale="Viridis", showscale=False,
-                                   hovertemplate="depth %{z:.3f}<extra></extra>"))
-        fig.update_yaxes(autorange="reversed")
-    else:
+    elif display == "rgb":
         rgb = np.moveaxis(pred.astype(np.float32), 0, -1) if pred.shape[0] == 3 else pred.astype(np.float32)
         if rgb.min() < 0:
             rgb = (rgb + 1.0) / 2.0
         fig = go.Figure(go.Image(z=to_uint8(np.clip(rgb, 0, 1)), hoverinfo="skip"))
+    else:
+        z = pred.astype(np.float32)
+        fig = go.Figure(go.Heatmap(z=z[0] if z.ndim == 3 else z, colorscale="Viridis", showscale=False,
+                                   hovertemplate=f"{quantity} %{{z:.3f}}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
     return _image_layout(fig, title, height)
 
 

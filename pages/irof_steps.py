@@ -11,7 +11,7 @@ from mtlx_core.live import perturbation_steps, perturbed_steps
 from pages import figures
 from pages.common import (
     ORDERING_LABELS,
-    TASK_LABELS,
+    arm_tasks,
     explainer_label,
     keep_in_url,
     metric_label,
@@ -25,6 +25,7 @@ from pages.common import (
     q,
     sparsity_label,
     store_or_stop,
+    task_labels,
 )
 
 
@@ -52,13 +53,14 @@ URL_KEYS = (
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
+task_label = task_labels(store)
 
 arm = pick_arm(store, "st_arm")
 levels = q(store, "arm_models", arm.name)
 label_of = {r["model_id"]: sparsity_label(r) for _, r in levels.iterrows()}
 c1, c2, c3 = st.columns(3)
 model_id = c1.selectbox("Model", list(label_of), format_func=label_of.get, key="st_model")
-task = c2.selectbox("Task", [t for t in TASK_LABELS if t in list(arm["tasks"])], format_func=TASK_LABELS.get,
+task = c2.selectbox("Task", arm_tasks(arm["tasks"]), format_func=task_label.get,
                     key="st_task")
 with c3:
     layer, layer_label = pick_layer(store, [model_id], "st_layer", task)
@@ -146,7 +148,7 @@ elif mean is not None:
 names = {**ORDERING_LABELS, "random": "random (this replicate)" if ordering == "random" else
          f"random (mean of {mean[2] if mean else 0})"}
 right.plotly_chart(figures.curve_position(shown, (float(xs[j]), float(curve[j])), names, height), key="st_curve")
-st.caption(f"Target “{target_name}” ({TASK_LABELS[task].lower()}), model {model_id}, {ex_name} at layer {layer_label}, "
+st.caption(f"Target “{target_name}” ({task_label[task].lower()}), model {model_id}, {ex_name} at layer {layer_label}, "
            f"{ORDERING_LABELS[ordering]}. The perturbed image is rebuilt from the stored 8-bit image, map and "
            "superpixels with the metric's own plan and the engine's perturbation code, so it is what the metric "
            "scored up to the 8-bit rounding of the image.")

@@ -6,8 +6,8 @@ import streamlit as st
 
 from pages import figures
 from pages.common import (
-    TASK_LABELS,
     VALUE_SHORT,
+    arm_tasks,
     explainer_label,
     file_tag,
     keep_in_url,
@@ -22,6 +22,7 @@ from pages.common import (
     q,
     sparsity_label,
     store_or_stop,
+    task_labels,
 )
 
 st.title("Faithfulness by layer")
@@ -33,6 +34,7 @@ st.caption("Grad-CAM explains a prediction through one layer's activations and g
 URL_KEYS = ("ly_arm", "ly_metric", "ly_variant", "ly_value", "ly_explainer")
 keep_in_url(URL_KEYS)
 store = store_or_stop()
+task_label = task_labels(store)
 
 arm = pick_arm(store, "ly_arm")
 levels = q(store, "arm_models", arm.name)
@@ -73,11 +75,11 @@ st.caption(f"Each point: mean over the images of {chance}, with its 95 % BCa boo
            "are significant (Wilcoxon signed-rank, Holm-adjusted within the arm and task over its models and layers, "
            "p < 0.05). The random ordering does not depend on the layer, so the layers differ only by their Grad-CAM "
            "map. The dense model is black; a missing point: no scorable map at that layer (e.g. all maps zero).")
-for task in [t for t in TASK_LABELS if t in list(arm["tasks"])]:
-    st.markdown(f"**{TASK_LABELS[task]}**")
+for task in arm_tasks(arm["tasks"]):
+    st.markdown(f"**{task_label[task]}**")
     mt = margins[margins["task"] == task]
     if mt.empty:
-        st.info(f"No {TASK_LABELS[task].lower()} target has both a {name} score of {ex_name} and of the random "
+        st.info(f"No {task_label[task].lower()} target has both a {name} score of {ex_name} and of the random "
                 "orderings in this arm.")
         continue
     task_layers = q(store, "layers", model_ids, task)  # the primary layer may differ between tasks
@@ -87,7 +89,7 @@ for task in [t for t in TASK_LABELS if t in list(arm["tasks"])]:
     st.plotly_chart(fig, key=f"ly_chart_{task}")
 
 st.subheader("Margins by model, task and layer")
-table = margins.assign(model=margins["model_id"].map(model_labels), task=margins["task"].map(TASK_LABELS))
+table = margins.assign(model=margins["model_id"].map(model_labels), task=margins["task"].map(task_label))
 cols = ["model", "model_id", "task", "layer_label", "layer_role", "margin", "ci_low", "ci_high", "margin_share",
         "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
 st.dataframe(table[cols], hide_index=True, key="ly_table", column_config=margin_columns())

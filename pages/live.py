@@ -32,7 +32,17 @@ from mtlx_core.uploads import (
     load_image_bytes,
 )
 from pages import figures
-from pages.common import TASK_LABELS, class_names, explainer_label, pick_arm, q, sparsity_label, store_or_stop
+from pages.common import (
+    arm_tasks,
+    class_names,
+    explainer_label,
+    pick_arm,
+    prediction_figure,
+    q,
+    sparsity_label,
+    store_or_stop,
+    task_labels,
+)
 
 MAX_ORIGINAL_PIXELS = 2_000_000  # "original" resolution above this falls back to the training scale
 
@@ -61,6 +71,7 @@ def load_model(model_id: str, store_path: str, signature: str, depth_bins: str,
 
 st.title("Live: explain your own image")
 store = store_or_stop()
+task_label = task_labels(store)
 
 source = st.radio("Image", ["Upload", "Bundled photo"], horizontal=True, key="lv_source")
 try:
@@ -89,7 +100,7 @@ if not pruned_ids:
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
 pruned_id = c1.selectbox("Pruned model", pruned_ids, format_func=label_of.get, key="lv_pruned")
-task = c2.selectbox("Task", [t for t in TASK_LABELS if t in list(arm["tasks"])], format_func=TASK_LABELS.get,
+task = c2.selectbox("Task", arm_tasks(arm["tasks"]), format_func=task_label.get,
                     key="lv_task")
 slow = " and ".join(explainer_label(n) for n in SLOW_EXPLAINERS)
 explainer = c3.selectbox("Explainer", LIVE_EXPLAINERS, format_func=explainer_label, key="lv_explainer",
@@ -157,7 +168,7 @@ for col, m in zip(cols, models, strict=True):
         else:
             title = f"{label_of[m]}" + (" · all-zero map" if e.is_zero else "")
             st.plotly_chart(figures.overlay(picture, e.map_input, title, height=height), key=f"lv_map_{m}")
-        st.plotly_chart(figures.prediction(task, results[m].prediction, classes, f"prediction · {label_of[m]}",
+        st.plotly_chart(prediction_figure(store, task, results[m].prediction, classes, f"prediction · {label_of[m]}",
                                            height), key=f"lv_pred_{m}")
 
 st.subheader("IROF on this image")

@@ -13,8 +13,8 @@ from pages import cross_task_figures, figures
 from pages.common import (
     SERIES_LABELS,
     SIMILARITY_LABELS,
-    TASK_LABELS,
     VALUE_SHORT,
+    arm_tasks,
     explainer_label,
     file_tag,
     keep_in_url,
@@ -26,6 +26,7 @@ from pages.common import (
     pick_value,
     q,
     store_or_stop,
+    task_labels,
 )
 from pages.similarity_figures import similarity_vs_sparsity
 
@@ -65,7 +66,7 @@ def chance_line(r: pd.Series, arm_label: str, unit: str, derived: bool = False) 
     """One dense model x task cell of ``beats_chance`` in plain words (``derived``: AbPC, whose chance is 0)."""
     against = "over chance (0: the reversed order)" if derived else "over the random ordering"
     of_random = "" if pd.isna(r["margin_share"]) else f", {share(r['margin_share'])} of the random baseline's score"
-    return (f"**{dense_name(arm_label)}** — {TASK_LABELS.get(r['task'], r['task'])}: Grad-CAM at layer "
+    return (f"**{dense_name(arm_label)}** — {task_label.get(r['task'], r['task'])}: Grad-CAM at layer "
             f"`{r['layer_label']}` **{r['verdict']}**: {signed(r['margin'])} {unit} {against} "
             f"(95 % CI [{signed(r['ci_low'], '')}, {signed(r['ci_high'], '')}]){of_random}; Wilcoxon p = "
             f"{r['p']:.2g}, Holm-adjusted {r['p_holm']:.2g}; {plural(int(r['n_images']), 'image')}, "
@@ -80,6 +81,7 @@ URL_KEYS = (
 )
 keep_in_url(URL_KEYS)
 store = store_or_stop()
+task_label = task_labels(store)
 
 info = q(store, "overview")
 meta, counts = info["meta"], info["counts"]
@@ -124,7 +126,7 @@ tag = file_tag(metric, variant, value) + ("" if explainer == "gradcam" else f"_{
 
 st.subheader("Do the dense explanations beat chance?")
 chance = q(store, "beats_chance", metric, variant, value, 10_000, 0, explainer)
-cells = [(a.arm_id, t) for a in arms.itertuples() for t in TASK_LABELS if t in list(a.tasks)]
+cells = [(a.arm_id, t) for a in arms.itertuples() for t in arm_tasks(a.tasks)]
 missing = [c for c in cells if c not in set(zip(chance["arm_id"], chance["task"], strict=True))]
 if chance.empty:
     st.info(f"**No comparison with chance on this store for {name}** (`{variant}`): it holds no random-ordering "
@@ -141,7 +143,7 @@ else:
         alert, icon = VERDICT_STYLE.get(str(r["verdict"]), (st.warning, ":material/help:"))
         alert(chance_line(r, arm_labels.get(r["arm_id"]) or str(r["arm_id"]), unit, derived), icon=icon)
     for arm_id, task in missing:
-        st.warning(f"**{dense_name(arm_labels.get(arm_id) or arm_id)}** — {TASK_LABELS[task]}: no verdict: no "
+        st.warning(f"**{dense_name(arm_labels.get(arm_id) or arm_id)}** — {task_label[task]}: no verdict: no "
                    f"target has both a {name} score of {ex_name} at the primary layer and of the random orderings "
                    f"(e.g. every {ex_name} map of this task is all-zero there).", icon=":material/help:")
     chance_def = ("its AbPC (its most- minus its least-relevant-first score; chance is 0)" if derived else
@@ -152,7 +154,7 @@ else:
                "significant and at least 20 % of the random baseline's score. A pruning comparison below only "
                "means something where the dense model beats chance: elsewhere there is no faithful explanation "
                "for pruning to keep.")
-    table = chance.assign(arm=chance["arm_id"].map(arm_labels), task=chance["task"].map(TASK_LABELS))
+    table = chance.assign(arm=chance["arm_id"].map(arm_labels), task=chance["task"].map(task_label))
     cols = ["arm", "model_id", "task", "layer_label", "verdict", "margin", "ci_low", "ci_high", "margin_share",
             "gradcam", "random", "p", "p_holm", "n_images", "n_targets"]
     st.dataframe(table[cols], hide_index=True, key="ov_chance_table", column_config=margin_columns())
@@ -161,7 +163,7 @@ else:
 
 fig4 = q(store, "figure4", metric, variant, value, query.N_BOOT, 0, 0.95, explainer)
 perf = q(store, "performance")
-tasks = [t for t in TASK_LABELS if t in set(fig4["task"]) | set(perf["task"])]
+tasks = arm_tasks(set(fig4["task"]) | set(perf["task"]))
 st.subheader(f"{name} and task performance vs sparsity")
 c3, c4, c5 = st.columns([1, 1, 2])
 x = c3.radio("Sparsity axis", ["target_sparsity", "sparsity"], horizontal=True, key="ov_x",
@@ -185,7 +187,7 @@ st.caption(f"Left: mean {name} ({VALUE_SHORT[value]}{orient}) over images of "
 selected = None
 y_title = f"{'margin of ' if margin else 'mean '}{name} ({VALUE_SHORT[value]})"
 for task in tasks:
-    st.markdown(f"**{TASK_LABELS[task]}**")
+    st.markdown(f"**{task_label[task]}**")
     left, right = st.columns(2)
     ft = fig4[fig4["task"] == task]
     fig = figures.faithfulness_vs_sparsity(ft, arm_labels, x, y_title, series, names=SERIES_LABELS)
@@ -218,9 +220,9 @@ else:
                "same targets (per image, mean over its targets; 95 % bootstrap interval over images); open "
                f"markers: the training-budget controls. {band}")
     sim_cols = st.columns(min(3, max(1, sim["task"].nunique())))
-    for i, task in enumerate(t for t in TASK_LABELS if t in set(sim["task"])):
+    for i, task in enumerate(arm_tasks(set(sim["task"]))):
         col = sim_cols[i % len(sim_cols)]
-        col.markdown(f"**{TASK_LABELS[task]}**")
+        col.markdown(f"**{task_label[task]}**")
         col.plotly_chart(similarity_vs_sparsity(sim[sim["task"] == task], noise[noise["task"] == task], arm_labels,
                                                 x, SIMILARITY_LABELS[measure]), key=f"ov_sim_{task}")
 
@@ -245,12 +247,12 @@ else:
                "all tasks.")
     for arm_id, rows in xt.groupby("arm_id", sort=False):
         st.markdown(cross_task_figures.reading(rows, arm_labels.get(arm_id) or str(arm_id),
-                                               SIMILARITY_LABELS[xt_measure], TASK_LABELS))
+                                               SIMILARITY_LABELS[xt_measure], task_label))
     pairs = list(dict.fromkeys(zip(xt["task_a"], xt["task_b"], strict=True)))
     xt_cols = st.columns(min(3, len(pairs)))
     for i, (ta, tb) in enumerate(pairs):
         col = xt_cols[i % len(xt_cols)]
-        col.markdown(f"**{cross_task_figures.pair_label(ta, tb, TASK_LABELS)}**")
+        col.markdown(f"**{cross_task_figures.pair_label(ta, tb, task_label)}**")
         col.plotly_chart(cross_task_figures.cross_task_vs_sparsity(
             xt[(xt["task_a"] == ta) & (xt["task_b"] == tb)], arm_labels, SIMILARITY_LABELS[xt_measure]),
             key=f"ov_xt_{ta}_{tb}")
@@ -275,7 +277,7 @@ if selected is not None:
 
 st.subheader("Aggregates")
 table4 = fig4.assign(metric=metric, variant=variant, value=value, arm=fig4["arm_id"].map(arm_labels),
-                     task=fig4["task"].map(TASK_LABELS), series=fig4["series"].map(lambda v: SERIES_LABELS.get(v, v)))
+                     task=fig4["task"].map(task_label), series=fig4["series"].map(lambda v: SERIES_LABELS.get(v, v)))
 st.dataframe(table4, hide_index=True, height=240, key="ov_fig4_table")
 d1, d2, d3 = st.columns(3)
 d1.download_button(f"Download {name} aggregates (CSV)", fig4.assign(metric=metric, variant=variant, value=value)

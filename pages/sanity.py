@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import TASK_LABELS, keep_in_url, q, store_or_stop
+from pages.common import keep_in_url, q, store_or_stop, task_labels
 
 CHECK_LABELS = {"model_randomisation": "model randomisation", "head_randomisation": "head randomisation",
                 "random_target": "random target", "noise_floor": "noise floor"}
@@ -47,6 +47,7 @@ def summary_lines(summary: pd.DataFrame, labels: dict[str, str]) -> list[str]:
 
 st.title("Sanity checks: do the explanations depend on the model?")
 store = store_or_stop()
+task_label = task_labels(store)
 summary = q(store, "sanity_summary")
 if summary.empty:
     st.info("The store has no sanity checks yet: precompute runs them on every dense model after explaining it "
@@ -88,7 +89,7 @@ if curve.empty:
 else:
     long = curve.melt(id_vars=["task", "step", "label"], value_vars=["spearman", "ssim"], var_name="measure",
                       value_name="similarity")
-    long["task"] = long["task"].map(lambda t: TASK_LABELS.get(t, t))
+    long["task"] = long["task"].map(lambda t: task_label.get(t, t))
     fig = px.line(long, x="step", y="similarity", color="task", facet_col="measure", markers=True,
                   hover_data=["label"], labels={"step": "cascade step (head first)"})
     threshold = float(json.loads(curve["settings"].iloc[0])["threshold"])
@@ -113,8 +114,8 @@ st.markdown(f"This is {kind}. Re-initialising task A's head must change task A's
 if heads.empty:
     st.info("No head randomisation rows (the model has no `heads.<task>` modules).")
 else:
-    st.dataframe(heads.assign(head_task=heads["head_task"].map(lambda t: TASK_LABELS.get(t, t)),
-                              task=heads["task"].map(lambda t: TASK_LABELS.get(t, t))),
+    st.dataframe(heads.assign(head_task=heads["head_task"].map(lambda t: task_label.get(t, t)),
+                              task=heads["task"].map(lambda t: task_label.get(t, t))),
                  key="sn_heads", column_config={"head_task": "head re-initialised", "task": "maps of"})
 
 st.subheader("Random target and noise floor")
@@ -125,7 +126,7 @@ else:
     for task, df in ref.groupby("task", sort=False):
         cols = st.columns(len(df))
         for col, r in zip(cols, df.itertuples(), strict=True):
-            col.metric(f"{TASK_LABELS.get(str(task), task)} · {CHECK_LABELS[r.check_name]} · Spearman",
+            col.metric(f"{task_label.get(str(task), task)} · {CHECK_LABELS[r.check_name]} · Spearman",
                        f"{r.spearman:.3f}" if pd.notna(r.spearman) else "n/a",
                        help=str(r.reason))
     st.caption("Random target: the mean Spearman of each map with another target's map of the same image (low = "

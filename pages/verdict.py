@@ -9,7 +9,6 @@ from mtlx_core.store import query
 from pages import figures
 from pages import verdict_figures as vf
 from pages.common import (
-    TASK_LABELS,
     VALUE_LABELS,
     explainer_label,
     keep_in_url,
@@ -17,6 +16,7 @@ from pages.common import (
     pick_explainer,
     q,
     store_or_stop,
+    task_labels,
 )
 
 KEYS = ("vd_reference", "vd_value", "vd_delta", "vd_arms", "vd_metrics", "vd_cell", "vd_axis", "vd_cost_task",
@@ -33,6 +33,7 @@ st.caption("Per image, the margin over chance (Grad-CAM's normalised score minus
            "metric is no better than the trivial predictor's. The rule in full: docs/verdict.md.")
 keep_in_url(KEYS)
 store = store_or_stop()
+task_label = task_labels(store)
 
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 reference = c1.radio("Reference", list(query.REFERENCES), horizontal=True, key="vd_reference",
@@ -92,7 +93,7 @@ if st.session_state.get("vd_cell") not in cells:
 def cell_name(k: str) -> str:
     r = cells[k]
     arm = labels.get(r["arm_id"]) or r["arm_id"]
-    return (f"{arm} · {r['level'] * 100:.4g} % · {TASK_LABELS.get(r['task'], r['task'])} · {metric_label(r['metric'])}"
+    return (f"{arm} · {r['level'] * 100:.4g} % · {task_label.get(r['task'], r['task'])} · {metric_label(r['metric'])}"
             f" — {r['verdict']}")
 
 
@@ -175,7 +176,7 @@ points = q(store, "verdict_pareto", cost_metric, value, delta_share, explainer)
 tasks = list(dict.fromkeys(points["task"]))
 if st.session_state.get("vd_cost_task") not in tasks:
     st.session_state.pop("vd_cost_task", None)
-task = c3.selectbox("Task", tasks, key="vd_cost_task", format_func=lambda t: TASK_LABELS.get(t, t))
+task = c3.selectbox("Task", tasks, key="vd_cost_task", format_func=lambda t: task_label.get(t, t))
 shown_pts = points[(points["task"] == task) & points["arm_id"].isin(chosen_arms or arm_ids)]
 st.plotly_chart(vf.cost_view(shown_pts, axis, query.COST_AXES.get(axis, axis), metric_label(cost_metric),
                              axis != "level"), key="vd_cost")

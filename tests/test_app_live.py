@@ -73,7 +73,7 @@ def test_explain_image_gives_one_map_per_target_of_its_own_prediction(record: di
         expected = {t.target_id for t in lm.tasks[task].explanation_targets(lm.model(x)[task][0])}
     assert set(res.maps) == expected
     assert all(e.map_input.shape == (64, 96) for e in res.maps.values())
-    assert res.prediction.shape[:2] == (64, 96)
+    assert res.prediction.shape[-2:] == (64, 96)
 
 
 def test_irof_target_scores_the_map_and_both_baselines(record: dict) -> None:

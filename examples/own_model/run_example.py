@@ -1,11 +1,11 @@
-"""Train a two-task LR-ASPP briefly on the synthetic rooms, prune it three ways, and audit the checkpoints.
+"""Train a two-task LR-ASPP briefly on the synthetic rooms, prune it four ways, and audit the checkpoints.
 
     python examples/own_model/run_example.py                       # demo size (64 x 96 rooms), a few minutes
     python examples/own_model/run_example.py --backbone large --inter-channels 128   # torchvision's LR-ASPP size
 
-Writes ``dense.pt`` and three pruned checkpoints into ``--out`` (Torch-Pruning, saved with ``tp.state_dict``;
-``torch.nn.utils.prune`` with its masks; mtlx's L1-norm filters through the derived channel plan, a plain state dict
-of the smaller model), then runs ``python -m mtlx_core.audit`` on them (the command is
+Writes ``dense.pt`` and four pruned checkpoints into ``--out`` (Torch-Pruning, saved with ``tp.state_dict``;
+``torch.nn.utils.prune`` with its masks; mtlx's L1-norm filters and mtlx's Network Slimming through the derived
+channel plan, plain state dicts of the smaller models), then runs ``python -m mtlx_core.audit`` on them (the command is
 logged) into ``--out``/audit.duckdb; open it with
 ``MTLX_PLUGINS=own_model PYTHONPATH=examples/own_model MTLX_STORE=<out>/audit.duckdb streamlit run app.py``.
 """
@@ -29,6 +29,7 @@ from own_model import MODEL_NAME, build  # noqa: E402
 from own_model.recipes import (  # noqa: E402
     init_depth_bias,
     prune_mtlx_l1_filter,
+    prune_mtlx_netslim,
     prune_torch_pruning,
     prune_torch_unstructured,
     save_torch_pruning,
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unstructured", type=float, default=0.7, help="torch.nn.utils.prune: share of weights zeroed")
     p.add_argument("--l1-filter", type=float, default=0.3, help="mtlx L1-norm filters: share of channels removed "
                    "(0: skip)")
+    p.add_argument("--netslim", type=float, default=0.5, help="mtlx Network Slimming: share of the BN-rated "
+                   "channels removed (0: skip)")
+    p.add_argument("--slim-steps", type=int, default=300, help="Network Slimming: sparsity-training steps (BN L1) "
+                   "from the dense weights, at --lr")
     p.add_argument("--images", type=int, default=32, help="validation images the audit explains")
     p.add_argument("--metrics", help="faithfulness metrics of the audit (default: its own)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.l1_filter > 0:
         pruned["mtlx_l1_filter"] = prune_mtlx_l1_filter(net, MODEL_NAME, channels, args.l1_filter, example,
                                                         model_args)
+    if args.netslim > 0:
+        pruned["mtlx_netslim"], _ = prune_mtlx_netslim(net, MODEL_NAME, channels, args.netslim, example, model_args,
+                                                       train_ds, args.slim_steps, args.lr, seed=args.seed + 2)
     for name, model in pruned.items():
         logger.info("fine-tuning %s", name)
         train(model, train_ds, args.finetune, args.lr / 10, seed=args.seed + 1)

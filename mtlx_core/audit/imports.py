@@ -17,8 +17,11 @@ and ``config.json``:
   before and after at the data's image size, the share of channels removed.
 
 Run ids derive from the model name, the checkpoint's file name and a hash of the checkpoint's sha256, the model
-arguments, tasks, dataset, data folder and (pruned runs) the dense run: the same command resumes, and an
-existing folder is reused only when its recorded sha256 matches.
+arguments, tasks, dataset, the data's manifest hash (``mtlx_core.data.manifest.dataset_manifest``: the split files'
+relative paths and sizes, not where the folder is mounted, as for trained runs) and (pruned runs) the dense run:
+the same command resumes, also with the data mounted elsewhere, and an existing folder is reused only when its
+recorded sha256 matches. (Audits before this rule hashed the data folder's path; their run folders are imported
+again under the new ids.)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 from mtlx_core.audit.checks import AuditInputs, CheckedModel
 from mtlx_core.audit.request import AuditRequest
 from mtlx_core.data.dataset import DatasetError, MTLDataset
+from mtlx_core.data.manifest import dataset_manifest
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.runs import (
     CONFIG_FILE,
@@ -61,7 +65,7 @@ def _slug(text: str, limit: int = 40) -> str:
 def imported_run_id(req: AuditRequest, checked: CheckedModel, dense_id: str | None) -> str:
     """``<model>-<checkpoint file stem>-<hash>`` (see the module docstring)."""
     key = {"model": req.model, "model_kwargs": req.model_kwargs, "tasks": list(req.tasks), "dataset": req.dataset,
-           "data": str(req.data.resolve()), "sha256": checked.info.sha256, "parent": dense_id}
+           "data": dataset_manifest(req.data, req.dataset), "sha256": checked.info.sha256, "parent": dense_id}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{_slug(req.model)}-{_slug(checked.path.stem)}-{digest}"
 

@@ -74,6 +74,10 @@ class ImportedRunner(Runner):
         super().__init__(audit_preset(given.arm, settings, latency or LatencySettings()), store, models_dir,
                          device=device, progress=progress, publish_every_s=publish_every_s)
 
+    def task_meta(self) -> dict[str, dict[str, str]]:
+        """The audited tasks' ``Task.describe()`` (the imported arm has no training preset to read them from)."""
+        return {n: t.describe() for n, t in build_tasks(self.given.spec, list(self.given.tasks)).items()}
+
     def _check_preset(self) -> None:
         """Nothing to check here: ``audit.checks`` checked every input before the store was opened."""
 

@@ -192,7 +192,7 @@ class ModelExplainer:
         model's."""
         x = batch.images.to(self.device)
         out = self.clean_forward(batch)
-        rows: dict[str, list[dict[str, Any]]] = {"predictions": _prediction_rows(model_id, batch, out)}
+        rows: dict[str, list[dict[str, Any]]] = {"predictions": _prediction_rows(model_id, batch, out, self.tasks)}
         exps = self._explain_all(x, self.targets(out, wanted), None, explainers)
         cv = code_version()
         rows["explanations"] = [_explanation_row(model_id, batch, e, self.plan.primary[e.task], "primary", cv)
@@ -226,15 +226,12 @@ def _explanation_row(model_id: str, batch: Batch, e: Explanation, label: str, ro
             "explainer": e.saliency_method}
 
 
-def _prediction_rows(model_id: str, batch: Batch, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    rows = []
-    for name, pred in out.items():
-        for i, iid in enumerate(batch.image_ids):
-            p = pred[i].cpu()
-            arr = (p.argmax(0).numpy().astype(np.uint8) if name == "segmentation"
-                   else p[0].numpy().astype(np.float16) if name == "depth" else p.numpy().astype(np.float16))
-            rows.append({"model_id": model_id, "image_id": iid, "task": name, "prediction": encode_array(arr)})
-    return rows
+def _prediction_rows(model_id: str, batch: Batch, out: dict[str, torch.Tensor], tasks: dict[str, Task]
+                     ) -> list[dict[str, Any]]:
+    """Each image's clean prediction per task in the task's stored form (``Task.stored_prediction``)."""
+    return [{"model_id": model_id, "image_id": iid, "task": name,
+             "prediction": encode_array(tasks[name].stored_prediction(pred[i]))}
+            for name, pred in out.items() for i, iid in enumerate(batch.image_ids)]
 
 
 def _similarity_rows(model_id: str, batch: Batch, exps: list[Explanation], dense: DenseMaps, topk: float,

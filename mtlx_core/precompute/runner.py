@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.plugins import loaded_plugins
 from mtlx_core.precompute.executors import ExecutorSettings, execute, make_backend
 from mtlx_core.precompute.faith_rows import metric_sets
@@ -36,6 +37,7 @@ from mtlx_core.precompute.presets import ExplainSettings, StudyPreset
 from mtlx_core.precompute.summary import log_result, summarize, verdict_summary
 from mtlx_core.precompute.units import slic_key
 from mtlx_core.store.writer import StoreWriter, UnitRows
+from mtlx_core.tasks import build_tasks
 from mtlx_core.train.loop import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,15 @@ class Runner:
     def _check_data(self) -> None:
         check_data([a for _, a in self.arms], self.data)
 
+    def task_meta(self) -> dict[str, dict[str, str]]:
+        """``Task.describe()`` of every task of the preset's arms (all of them, so that shards of one study write
+        the same value): the app's labels and drawing of each task, read without importing the tasks."""
+        out: dict[str, dict[str, str]] = {}
+        for arm in self.preset.arms:
+            cfg = arm_config(arm, self.data, "cpu")
+            out.update({n: t.describe() for n, t in build_tasks(get_dataset_spec(cfg.dataset), cfg.tasks).items()})
+        return out
+
     def _commit(self, unit: UnitRows) -> None:
         if unit.unit_id in self.done:  # a duplicate delivery (a retried task, or two arms sharing a unit)
             logger.debug("unit %s delivered twice: the second copy is dropped", unit.unit_id)
@@ -126,6 +137,7 @@ class Runner:
         try:
             self.w.ensure_meta({"preset": self.preset.name, "settings_key": self.settings.key(),
                                 "settings": json.dumps(self.settings.key_fields(), sort_keys=True)})
+            self.w.set_meta({"tasks": json.dumps(self.task_meta(), sort_keys=True)})
             self.done = self.w.done_units()
             self.w.set_meta({"arms_planned": json.dumps([a.arm_id for _, a in self.arms])})
             self.last_publish = time.monotonic()

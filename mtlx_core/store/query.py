@@ -4,6 +4,7 @@ Public API::
 
     store = open_store()                      # env MTLX_STORE, default models_store/study.duckdb (read-only)
     overview(store); explain_settings(store)  # meta facts, row counts per table; the explanation settings
+    task_info(store); task_order(tasks)       # each task's label and how its prediction is drawn (Task.describe)
     build_status(store)                       # complete / running / interrupted, arms planned and complete
     arms(store); models(store); model_record(store, id); task_metrics(store); metrics_wide(store)
     arm_models(store, arm_id)                 # the arm's dense model (sparsity 0) and its pruned models
@@ -137,6 +138,38 @@ def explain_settings(store: Store) -> dict[str, Any]:
     except json.JSONDecodeError:
         logger.warning("store %s has unreadable meta settings", store.path)
         return {}
+
+
+#: ``Task.describe()`` of the built-in tasks, for stores written before the store recorded it (meta ``tasks``);
+#: a test keeps it equal to the task classes (this module must not import them: they import torch)
+BUILTIN_TASKS: dict[str, dict[str, str]] = {
+    "segmentation": {"label": "Segmentation", "display": "labels", "primary_metric": "miou"},
+    "depth": {"label": "Depth", "display": "scalar", "primary_metric": "rel_err"},
+    "normals": {"label": "Surface normals", "display": "rgb", "primary_metric": "median_angle"}}
+
+
+def task_info(store: Store) -> dict[str, dict[str, str]]:
+    """``{task: {"label", "display", "primary_metric"}}`` of every task in the store: what precompute recorded
+    (meta ``tasks``: plugin tasks too), else the built-in tasks' (``BUILTIN_TASKS``); a task found in the arms but
+    in neither gets its name as label and a one-channel heatmap."""
+    rows = store.rows("SELECT value FROM meta WHERE key = 'tasks'")
+    try:
+        recorded = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    except json.JSONDecodeError:
+        logger.warning("store %s has unreadable meta tasks", store.path)
+        recorded = {}
+    names = [str(t) for (t,) in store.rows("SELECT DISTINCT unnest(tasks) FROM arms ORDER BY 1")]
+    info = {**BUILTIN_TASKS, **recorded}
+    return {t: info.get(t, {"label": t.replace("_", " ").capitalize(), "display": "scalar", "primary_metric": ""})
+            for t in task_order([*recorded, *names])}
+
+
+def task_order(tasks: Sequence[str]) -> list[str]:
+    """``tasks`` (an arm's) in the app's order: the built-in tasks first (segmentation, depth, normals), then the
+    others by name."""
+    builtin = list(BUILTIN_TASKS)
+    return sorted(dict.fromkeys(str(t) for t in tasks),
+                  key=lambda t: (builtin.index(t) if t in builtin else len(builtin), t))
 
 
 def arms(store: Store) -> pd.DataFrame:

@@ -66,7 +66,10 @@ Note for readers (added by the precompute writer, ``mtlx_core.store.writer``; ex
   ``ablation`` (the layer ablation: Grad-CAM rows only; its margin over chance uses the primary random rows).
   ``irof``'s key includes ``layer``. ``images.idx`` is the index in the split of a seeded random sample (D26).
 - Readers open the published snapshot with ``mtlx_core.store.snapshot.open_readonly`` (errors in
-  ``mtlx_core.store.errors``); ``meta`` holds ``preset``, ``settings`` and ``settings_key`` of the build.
+  ``mtlx_core.store.errors``); ``meta`` holds ``preset``, ``settings`` and ``settings_key`` of the build, and
+  ``tasks``: ``{task: Task.describe()}`` (label, display kind, primary metric) of every task of the preset's
+  arms, which the app reads instead of importing the tasks (stores without it: the built-in tasks' values,
+  ``query.BUILTIN_TASKS``). A task's ``predictions`` rows are ``Task.stored_prediction``'s arrays.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 
@@ -61,6 +62,10 @@ class ScoreOptions:
 
 DEFAULT_SCORE_OPTIONS = ScoreOptions()
 
+#: how the app draws a task's stored prediction (``Task.display_kind``): ``labels`` a class map (argmax, the
+#: dataset's class names), ``scalar`` a one-channel heatmap, ``rgb`` a 3-channel field in [-1, 1] as colours
+DISPLAY_KINDS: tuple[str, ...] = ("labels", "scalar", "rgb")
+
 
 class MetricAccumulator(ABC):
     """Pools a task's metrics over every pixel of a split (decision D22)."""
@@ -84,6 +89,34 @@ class Task(ABC):
     primary_metric: ClassVar[str]
     #: stored labels the target is derived from (built-in task names); empty: the task's own stored label
     sources: ClassVar[tuple[str, ...]] = ()
+    #: what the app calls the task (empty: the name, capitalised)
+    display_name: ClassVar[str] = ""
+    #: how the store keeps and the app draws the prediction (one of ``DISPLAY_KINDS``; ``stored_prediction``)
+    display_kind: ClassVar[str] = "scalar"
+
+    @property
+    def title(self) -> str:
+        """The task's name in the app (``display_name``, else the registered name capitalised)."""
+        return self.display_name or self.name.replace("_", " ").capitalize()
+
+    def stored_prediction(self, pred: torch.Tensor) -> np.ndarray:
+        """One image's prediction ``(C, H, W)`` as the store keeps it and the app draws it (``display_kind``):
+        ``labels`` the argmax ``(H, W)`` (uint8; int16 beyond 256 classes), ``scalar`` channel 0 ``(H, W)`` float16,
+        ``rgb`` the first three channels ``(3, H, W)`` float16. A task whose raw output is not what a user should
+        see (logits of a binary map, say) overrides this to apply its output activation."""
+        p = pred.detach().cpu()
+        if self.display_kind == "labels":
+            return p.argmax(0).numpy().astype(np.uint8 if p.shape[0] <= 256 else np.int16)
+        if self.display_kind == "scalar":
+            return p[0].float().numpy().astype(np.float16)
+        if self.display_kind == "rgb":
+            return p[:3].float().numpy().astype(np.float16)
+        raise ValueError(f"task {self.name!r} has display_kind {self.display_kind!r}; valid kinds: "
+                         f"{', '.join(DISPLAY_KINDS)}")
+
+    def describe(self) -> dict[str, str]:
+        """What the app's read path needs of the task without importing it (the store's ``meta`` key ``tasks``)."""
+        return {"label": self.title, "display": self.display_kind, "primary_metric": self.primary_metric}
 
     def derive_target(self, labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The target of one sample from its stored labels ``{source: tensor}`` (``segmentation`` ``(H, W)``

@@ -63,6 +63,8 @@ class DepthTask(Task):
     name = "depth"
     higher_is_better: ClassVar[dict[str, bool]] = {"abs_err": False, "rel_err": False}
     primary_metric = "rel_err"
+    display_name = "Depth"
+    display_kind = "scalar"
 
     def __init__(self, kind: str = "metric", bins: str = "equal_width") -> None:
         if kind not in ("metric", "inverse"):

@@ -81,6 +81,8 @@ class NormalsTask(Task):
     higher_is_better: ClassVar[dict[str, bool]] = {"mean_angle": False, "median_angle": False,
                         **{f"within_{t:g}": True for t in ANGLE_THRESHOLDS}}
     primary_metric = "median_angle"
+    display_name = "Surface normals"
+    display_kind = "rgb"
 
     @property
     def out_channels(self) -> int:

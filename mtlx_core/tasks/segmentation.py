@@ -56,6 +56,8 @@ class SegmentationTask(Task):
     name = "segmentation"
     higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "pixel_acc": True}
     primary_metric = "miou"
+    display_name = "Segmentation"
+    display_kind = "labels"
 
     def __init__(self, class_names: tuple[str, ...]) -> None:
         if len(class_names) < 2:

@@ -1,4 +1,4 @@
-"""What a user of the example does with their own code: train in plain PyTorch, prune three ways, save state dicts.
+"""What a user of the example does with their own code: train in plain PyTorch, prune four ways, save state dicts.
 
 - ``train``: Adam on cross-entropy (segmentation, -1 = ignore) + L1 on the valid depth pixels, seeded batches;
 - ``prune_torch_pruning``: Torch-Pruning's magnitude pruner (group L1 norms), channels physically removed, the
@@ -7,7 +7,11 @@
 - ``prune_torch_unstructured``: ``torch.nn.utils.prune.global_unstructured`` (L1) over every conv; the saved
   state dict keeps the ``weight_orig`` / ``weight_mask`` pairs (the masks are not removed);
 - ``prune_mtlx_l1_filter``: mtlx's own L1-norm filter pruning through the channel plan that mtlx derives for the
-  registered model with Torch-Pruning's dependency graph (``mtlx_core.prune.derived_plan``).
+  registered model with Torch-Pruning's dependency graph (``mtlx_core.prune.derived_plan``);
+- ``prune_mtlx_netslim``: mtlx's Network Slimming through the same derived plan: sparsity training of a copy of the
+  dense model with mtlx's BN-L1 term (``mtlx_core.prune.netslim.BnL1``, decoupled mode: a proximal step on the
+  scale factors of the BNs that rate the plan's prunable channels, budget ``DECOUPLED_BUDGET``), then one global
+  ``|gamma|`` threshold removes the requested share of those channels (``netslim_select``).
 
 Each pruned model is fine-tuned briefly before it is saved (the unstructured one with its masks in place).
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -51,8 +55,9 @@ def loss_of(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tor
 
 
 def train(net: nn.Module, data: MTLDataset, iterations: int, lr: float = 1e-3, batch_size: int = 8,
-          seed: int = 0) -> nn.Module:
-    """``iterations`` Adam steps on ``data`` (in place; returns ``net`` in eval mode)."""
+          seed: int = 0, after_step: Callable[[int], None] | None = None) -> nn.Module:
+    """``iterations`` Adam steps on ``data`` (in place; returns ``net`` in eval mode); ``after_step(i)`` runs after
+    each optimiser step (a sparsity term's proximal step, for instance)."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     net.train()
@@ -61,6 +66,8 @@ def train(net: nn.Module, data: MTLDataset, iterations: int, lr: float = 1e-3, b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step(i)
         if i % 50 == 0 or i == iterations - 1:
             logger.info("step %d/%d: loss %.4f", i + 1, iterations, loss.item())
     return net.eval()
@@ -109,14 +116,57 @@ def prune_mtlx_l1_filter(net: TwoTaskLRASPP, model_name: str, task_channels: dic
                          example: torch.Tensor, model_args: dict) -> nn.Module:
     """mtlx's L1-norm filter pruning of ``net`` through its derived channel plan; returns the user's module
     (``.net`` of mtlx's wrapper) with the channels removed."""
-    from mtlx_core.models import build_model
     from mtlx_core.prune.channels import prune_channels
     from mtlx_core.prune.derived_plan import derive_channel_plan
     from mtlx_core.prune.l1filter import l1_filter_keep
 
-    wrapped = build_model(model_name, task_channels, **model_args)
-    wrapped.net.load_state_dict(net.state_dict())
-    wrapped.eval()
+    wrapped = _wrapped(net, model_name, task_channels, model_args)
     plan = derive_channel_plan(wrapped, example)
     small = prune_channels(wrapped, plan, l1_filter_keep(wrapped, plan, ratio))
     return small.net
+
+
+def _wrapped(net: nn.Module, model_name: str, task_channels: dict[str, int], model_args: dict) -> nn.Module:
+    """mtlx's wrapper of the registered model (``build_model``) holding a copy of ``net``'s weights."""
+    from mtlx_core.models import build_model
+
+    wrapped = build_model(model_name, task_channels, **model_args)
+    wrapped.net.load_state_dict(net.state_dict())
+    return wrapped.eval()
+
+
+def prune_mtlx_netslim(net: TwoTaskLRASPP, model_name: str, task_channels: dict[str, int], ratio: float,
+                       example: torch.Tensor, model_args: dict, data: MTLDataset, iterations: int, lr: float,
+                       seed: int = 0) -> tuple[nn.Module, dict[str, float]]:
+    """mtlx's Network Slimming of ``net`` through its derived channel plan.
+
+    A copy of ``net`` is sparsity-trained for ``iterations`` Adam steps at ``lr`` with mtlx's decoupled BN-L1 term
+    on the BNs that rate the plan's prunable channels (``s' = DECOUPLED_BUDGET / (lr * iterations)``: a channel
+    without loss gradient can shrink by the whole budget); then the ``ratio`` share of those channels with the
+    smallest ``|gamma|`` (one global threshold; every group keeps its best channel) is removed. Returns the user's
+    module with the channels removed, and what the selection measured (``s'``, the threshold, the share of the
+    rated scale factors at most 1e-3 before and after the sparsity training)."""
+    from mtlx_core.prune.channels import prune_channels
+    from mtlx_core.prune.derived_plan import derive_channel_plan
+    from mtlx_core.prune.netslim import DECOUPLED_BUDGET, BnL1, bn_scores, netslim_select
+
+    wrapped = _wrapped(net, model_name, task_channels, model_args)
+    plan = derive_channel_plan(wrapped, example)
+
+    def near_zero() -> float:
+        flat = torch.cat(list(bn_scores(wrapped, plan).values()))
+        return float((flat <= 1e-3).float().mean())
+
+    before = near_zero()
+    s = DECOUPLED_BUDGET / (lr * iterations)
+    term = BnL1(s, "decoupled", "prunable")
+    logger.info("Network Slimming: sparsity training, %d steps at lr %g, decoupled BN L1 s' = %.4g on %d BNs",
+                iterations, lr, s, len(term.scales(wrapped)))
+    train(wrapped.net, data, iterations, lr, seed=seed, after_step=lambda i: term.after_step(wrapped, i, lr))
+    wrapped.eval()
+    after = near_zero()
+    keep, threshold = netslim_select(wrapped, plan, ratio)
+    small = prune_channels(wrapped, plan, keep)
+    logger.info("Network Slimming: |gamma| <= 1e-3 for %.1f %% of the rated channels before, %.1f %% after the "
+                "sparsity training; threshold %.4g", 100 * before, 100 * after, threshold)
+    return small.net, {"s": s, "threshold": threshold, "near_zero_before": before, "near_zero_after": after}
