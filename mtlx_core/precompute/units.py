@@ -37,7 +37,8 @@ from mtlx_core.explain.superpixels import SlicSettings, compute_superpixels
 from mtlx_core.explain.target_draw import sample_images
 from mtlx_core.models.surgery import count_macs, count_params
 from mtlx_core.precompute.presets import ArmSpec, ExplainSettings
-from mtlx_core.prune.latency import LatencySettings, model_latency
+from mtlx_core.prune.deploy import FORMS
+from mtlx_core.prune.latency import LatencySettings, deployed_latency
 from mtlx_core.prune.record import PruningRecord
 from mtlx_core.runs import (
     CONFIG_FILE,
@@ -114,15 +115,19 @@ def images_unit(batch: Batch, dataset: str, slic: SlicSettings) -> dict[str, lis
 def model_costs(model: torch.nn.Module, input_shape: tuple[int, ...], device: str,
                 latency: LatencySettings | None = None) -> dict[str, Any]:
     """The measured cost columns of a model (D27): CPU latency of its deployed form, GPU latency when ``device``
-    is CUDA (else None), and how they were measured (``cost_settings``)."""
+    is CUDA (else None), and how they were measured (``cost_settings``; ``form`` is the deployed form used)."""
     s = latency or LatencySettings()
-    cpu = model_latency(model, input_shape, "cpu", s)
+    cpu, form = deployed_latency(model, input_shape, "cpu", s)
     gpu = None
     info: dict[str, Any] = {**s.to_dict(), "input_shape": list(input_shape), "torch": torch.__version__,
                             "cpu": platform.processor() or platform.machine()}
+    if form != "folded":  # the deployment fell back (mtlx_core.prune.deploy): say how this model was timed
+        info["form"] = FORMS[form]
     if torch.device(device).type == "cuda":
-        gpu = model_latency(model, input_shape, device, s)
+        gpu, gpu_form = deployed_latency(model, input_shape, device, s)
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        if gpu_form != "folded":
+            info["gpu_form"] = FORMS[gpu_form]
     return {"latency_cpu_ms": cpu, "latency_gpu_ms": gpu, "cost_settings": json.dumps(info, sort_keys=True)}
 
 

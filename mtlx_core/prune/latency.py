@@ -2,14 +2,16 @@
 one CPU thread; on a GPU too when the study runs on one.
 
 ``deployed form``: ``mtlx_core.prune.deploy`` (graph captured, BN folded into convolutions, TorchScript frozen),
-the same for every model. Structured pruned runs are physically smaller networks (``load_run`` rebuilds them at
-their size), so their latency is what the removal buys; unstructured (masked) models are timed as the dense
-network they are: zeroed weights are still computed, no sparse kernel is used.
+the same for every model unless its check makes it fall back (a model with many nearly tied pooled values:
+``cost_settings`` then records the form used). Structured pruned runs are physically smaller networks
+(``load_run`` rebuilds them at their size), so their latency is what the removal buys; unstructured (masked)
+models are timed as the dense network they are: zeroed weights are still computed, no sparse kernel is used.
 
 Public API::
 
     median_latency(fns, x, repeats, warmup, sync)   # median seconds of every callable, timed interleaved
     model_latency(model, input_shape, device, settings)  # median milliseconds of one model, deployed, batch 1
+    deployed_latency(...)                           # the same and the deployed form that passed its check
     LatencySettings()                               # runs, warm-up, CPU threads, batch
 """
 
@@ -81,10 +83,11 @@ def median_latency(fns: Mapping[str, Callable[[torch.Tensor], object]], x: torch
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def model_latency(model: nn.Module, input_shape: Sequence[int], device: str = "cpu",
-                  settings: LatencySettings | None = None) -> float:
+def deployed_latency(model: nn.Module, input_shape: Sequence[int], device: str = "cpu",
+                     settings: LatencySettings | None = None) -> tuple[float, str]:
     """Median milliseconds of one forward of ``model``'s deployed form at ``settings.batch`` on ``device`` (see the
-    module docstring). ``model`` is moved to ``device`` and put in eval mode."""
+    module docstring), and that form (a key of ``deploy.FORMS``: ``folded`` unless the check made it fall back).
+    ``model`` is moved to ``device`` and put in eval mode."""
     s = settings or LatencySettings()
     dev = torch.device(device)
     model = model.to(dev).eval()
@@ -96,5 +99,11 @@ def model_latency(model: nn.Module, input_shape: Sequence[int], device: str = "c
         with cpu_threads(s.threads):
             fn = deploy(model, x)
             sec = median_latency({"m": fn}, x, s.runs, s.warmup)["m"]
-    logger.debug("%s latency on %s: %.3f ms", type(model).__name__, dev, 1000 * sec)
-    return 1000.0 * sec
+    logger.debug("%s latency on %s: %.3f ms (%s)", type(model).__name__, dev, 1000 * sec, fn.form)
+    return 1000.0 * sec, fn.form
+
+
+def model_latency(model: nn.Module, input_shape: Sequence[int], device: str = "cpu",
+                  settings: LatencySettings | None = None) -> float:
+    """Median milliseconds of one forward of ``model``'s deployed form (``deployed_latency`` without the form)."""
+    return deployed_latency(model, input_shape, device, settings)[0]

@@ -111,8 +111,8 @@ def explainers(store: Store, model_ids: Sequence[str] | None = None, image_id: s
 
 
 def predictions(store: Store, model_ids: Sequence[str], image_id: str, task: str) -> dict[str, np.ndarray]:
-    """Each model's clean prediction of ``task`` on the image (labels ``(H, W)``, depth ``(H, W)``,
-    normals ``(3, H, W)``)."""
+    """Each model's clean prediction of ``task`` on the image, as the task stores it (``Task.stored_prediction``:
+    labels ``(H, W)``, depth ``(H, W)``, normals ``(3, H, W)``; a plugin task's by its display kind)."""
     rows = store.rows(f"SELECT model_id, prediction FROM predictions WHERE image_id = ? AND task = ? "
                       f"AND model_id IN ({_in(model_ids)})", [image_id, task, *model_ids])
     return {m: decode_array(b) for m, b in rows}
