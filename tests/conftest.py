@@ -19,6 +19,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def plugin_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test registers with ``mtlx_core.plugins`` is forgotten afterwards (entry points scanned once, before)."""
+    from mtlx_core import plugins
+
+    plugins.model_names()
+    for attr in ("_MODELS", "_TASKS", "_LOADED"):
+        monkeypatch.setattr(plugins, attr, dict(getattr(plugins, attr)))
+
+
 @pytest.fixture(scope="session")
 def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One uninterrupted smoke run (in-process, 1 thread, the local executor): the reference store of the precompute

@@ -13,7 +13,6 @@ import torch
 from _apptest import figures, run_page
 from test_plugins import plugin_dir  # noqa: F401  (fixture: a folder for plug_* modules, forgotten afterwards)
 
-from mtlx_core import plugins
 from mtlx_core.audit.__main__ import main as audit_main
 from mtlx_core.data.layout import get_dataset_spec
 from mtlx_core.data.synth import generate_synth
@@ -44,12 +43,7 @@ register_tiny()
 '''
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the test registers is forgotten afterwards (entry points are scanned once, before)."""
-    plugins.model_names()
-    for attr in ("_MODELS", "_TASKS", "_LOADED"):
-        monkeypatch.setattr(plugins, attr, dict(getattr(plugins, attr)))
+pytestmark = pytest.mark.usefixtures("plugin_registry")  # tests/conftest.py
 
 
 def test_builtin_tasks_describe_themselves_as_the_read_path_assumes_for_older_stores() -> None:

@@ -60,11 +60,8 @@ def register_tiny(name: str = "tiny", **over: object) -> plugins.ModelEntry:
 
 
 @pytest.fixture(autouse=True)
-def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_registry(plugin_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees the built-in registrations only, and leaves nothing registered or loaded behind."""
-    plugins.model_names()
-    for attr in ("_MODELS", "_TASKS", "_LOADED"):
-        monkeypatch.setattr(plugins, attr, dict(getattr(plugins, attr)))
     monkeypatch.setattr(plugins, "_entry_points_scanned", False)
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
